@@ -288,3 +288,64 @@ def spineps_semantic_map(optional_values: Sequence[int] = ()) -> LabelMap:
 def ssmspine_map() -> LabelMap:
     """SSMSpine 0–11 -> nnU-Net classes 0–11 (identity), named L1…S1 and L1/L2…L5/S1."""
     return LabelMap("ssmspine", _single((n, v) for v, n in SSMSPINE_NAMES.items() if v))
+
+
+# --------------------------------------------------------------------------------------------
+# SPIDER -> nnU-Net label maps
+# --------------------------------------------------------------------------------------------
+SPIDER_PARTIAL_CHOICES: Tuple[str, ...] = ("vertebra", "level", "ignore", "background")
+"""What partially visible SPIDER vertebrae (101–125) become: their vertebra class (``vertebra`` in
+the semantic scheme, ``level`` in the levels scheme: the same thing), nnU-Net's ignore label, or 0."""
+
+
+def _spider_partial_values(partial: str, scheme: str) -> Tuple[Tuple[int, ...], Tuple[int, ...], bool]:
+    """-> (ignore values, background values, merge into vertebra classes) for a ``partial`` choice."""
+    if partial not in SPIDER_PARTIAL_CHOICES:
+        raise ValueError(f"partial={partial!r} for the SPIDER {scheme} scheme; choose one of {SPIDER_PARTIAL_CHOICES}")
+    partials = tuple(SPIDER_PARTIAL_OFFSET + k for k in range(1, SPIDER_MAX_LEVEL + 1))
+    if partial == "ignore":
+        return partials, (), False
+    if partial == "background":
+        return (), partials, False
+    return (), (), True
+
+
+def spider_semantic_map(partial: str = "vertebra") -> LabelMap:
+    """SPIDER -> 3 classes: ``vertebra`` (1–25), ``disc`` (201–225), ``spinal_canal`` (100).
+
+    ``partial`` decides what 101–125 become (``vertebra``/``level``: the vertebra class; ``ignore``;
+    ``background``). Not reversible value by value: ``decode`` writes 1 for every vertebra and 201
+    for every disc; ``dataset_conversion.reverse.spider_semantic_to_source`` numbers them bottom-up.
+    """
+    ignore, background, merge = _spider_partial_values(partial, "semantic")
+    levels = range(1, SPIDER_MAX_LEVEL + 1)
+    vertebrae = tuple(levels) + (tuple(SPIDER_PARTIAL_OFFSET + k for k in levels) if merge else ())
+    classes = (("vertebra", vertebrae),
+               ("disc", tuple(SPIDER_DISC_OFFSET + k for k in levels)),
+               ("spinal_canal", (SPIDER_CANAL,)))
+    return LabelMap("spider-semantic", classes, ignore, background,
+                    notes=f"partially visible vertebrae (101-125): {partial}; vertebrae and discs are "
+                          "renumbered bottom-up by connected component when mapped back")
+
+
+def spider_levels_map(max_level: int = SPIDER_MAX_LEVEL, partial: str = "level") -> LabelMap:
+    """SPIDER -> one class per level (SymTC style): ``vertebra_1 … vertebra_N``, ``disc_1 … disc_N``
+    (disc k = 200 + k, below vertebra k) and ``spinal_canal``; N = ``max_level``, counted from the
+    bottom as SPIDER does. Values above ``max_level`` are unknown (an error).
+
+    ``partial``: 100 + k becomes class ``vertebra_k`` (``level``/``vertebra``; decodes to k), the
+    ignore label, or background. Every other value round-trips exactly.
+    """
+    if not 1 <= max_level <= SPIDER_MAX_LEVEL:
+        raise ValueError(f"max_level={max_level}; SPIDER levels run 1-{SPIDER_MAX_LEVEL}")
+    ignore, background, merge = _spider_partial_values(partial, "levels")
+    levels = range(1, max_level + 1)
+    if not merge:  # partial vertebrae above max_level are unknown like full ones
+        ignore = tuple(v for v in ignore if v - SPIDER_PARTIAL_OFFSET <= max_level)
+        background = tuple(v for v in background if v - SPIDER_PARTIAL_OFFSET <= max_level)
+    classes = tuple((f"vertebra_{k}", (k,) + ((SPIDER_PARTIAL_OFFSET + k,) if merge else ())) for k in levels)
+    classes += tuple((f"disc_{k}", (SPIDER_DISC_OFFSET + k,)) for k in levels)
+    classes += (("spinal_canal", (SPIDER_CANAL,)),)
+    return LabelMap("spider-levels", classes, ignore, background,
+                    notes=f"levels 1-{max_level} counted from the bottom; partially visible vertebrae "
+                          f"(101-125): {partial}")

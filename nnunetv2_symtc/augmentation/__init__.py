@@ -1,0 +1,1 @@
+"""Augmentation choices: anatomy-safe mirroring/rotation, and statistical-shape-model augmentation."""
