@@ -157,6 +157,50 @@ def vertebra_id_to_spider_level(vertebra_id: int) -> int:
     return L5_ID + 1 - vertebra_id
 
 
+def spider_value_name(value: int) -> str:
+    """Name of a SPIDER value: ``'vertebra 1 (L5)'``, ``'spinal canal'``, ``'partial vertebra 3 (L3)'``,
+    ``'disc 1 (L5/S1)'``; level names assume five lumbar vertebrae. ``ValueError`` if not SPIDER."""
+    value = int(value)
+    if not is_spider_value(value) or value == 0:
+        raise ValueError(f"{value} is not a SPIDER label value")
+    if value == SPIDER_CANAL:
+        return "spinal canal"
+    level = value % 100
+
+    def level_name(k: int) -> str:
+        return VERTEBRA_NAMES[spider_level_to_vertebra_id(k)] if k <= L5_ID else f"level {k}"
+
+    if value > SPIDER_DISC_OFFSET:
+        below = "S1" if level == 1 else level_name(level - 1)
+        return f"disc {level} ({level_name(level)}/{below})"
+    kind = "partial vertebra" if value > SPIDER_PARTIAL_OFFSET else "vertebra"
+    return f"{kind} {level} ({level_name(level)})"
+
+
+def spider_mask_from_parts(vertebra: np.ndarray, disc_above: np.ndarray, canal: np.ndarray,
+                           partial_ids: Iterable[int] = ()) -> np.ndarray:
+    """SPIDER label array (uint16) from SPINEPS ids, all arrays of one shape.
+
+    ``vertebra``: SPINEPS vertebra id (1–24) of every bone voxel, 0 elsewhere (the sacrum, 26,
+    stays unlabelled as in SPIDER); ``disc_above``: id of the vertebra above each disc voxel;
+    ``canal``: bool mask of the spinal canal (cord included). Vertebrae in ``partial_ids`` (cut by
+    the field of view) get 100 + level. Raises ``ValueError`` for ids without a SPIDER level.
+    """
+    out = np.zeros(vertebra.shape, dtype=np.uint16)
+    out[canal] = SPIDER_CANAL
+    partial = {int(p) for p in partial_ids}
+    for vid in np.unique(vertebra):
+        vid = int(vid)
+        if vid in (0, SACRUM_ID):
+            continue
+        level = vertebra_id_to_spider_level(vid)
+        out[vertebra == vid] = level + (SPIDER_PARTIAL_OFFSET if vid in partial else 0)
+    for vid in np.unique(disc_above):
+        if int(vid):
+            out[disc_above == vid] = SPIDER_DISC_OFFSET + vertebra_id_to_spider_level(int(vid))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # SSMSpine labels
 # --------------------------------------------------------------------------------------------
@@ -324,8 +368,8 @@ def spider_semantic_map(partial: str = "vertebra") -> LabelMap:
                ("disc", tuple(SPIDER_DISC_OFFSET + k for k in levels)),
                ("spinal_canal", (SPIDER_CANAL,)))
     return LabelMap("spider-semantic", classes, ignore, background,
-                    notes=f"partially visible vertebrae (101-125): {partial}; vertebrae and discs are "
-                          "renumbered bottom-up by connected component when mapped back")
+                    notes=f"partially visible vertebrae (101-125): {partial}; mapped back approximately: "
+                          "vertebrae (separated where they touch) and discs are numbered bottom-up")
 
 
 def spider_levels_map(max_level: int = SPIDER_MAX_LEVEL, partial: str = "level") -> LabelMap:
@@ -349,3 +393,39 @@ def spider_levels_map(max_level: int = SPIDER_MAX_LEVEL, partial: str = "level")
     return LabelMap("spider-levels", classes, ignore, background,
                     notes=f"levels 1-{max_level} counted from the bottom; partially visible vertebrae "
                           f"(101-125): {partial}")
+
+
+# --------------------------------------------------------------------------------------------
+# Two-phase (SPINEPS-style) instance segmentation
+# --------------------------------------------------------------------------------------------
+VERTEBRA_VALUES: Tuple[int, ...] = VERTEBRA_SUBREGIONS + (VERTEBRA_CORPUS,)
+"""Semantic values whose voxels belong to a vertebra instance (41–49, 50)."""
+BODY_VALUES: Tuple[int, ...] = (VERTEBRAL_BODY, VERTEBRA_CORPUS)
+"""Semantic values that make up a vertebral body (where phase-2 cutouts are centred)."""
+
+PHASE2_ABOVE, PHASE2_CENTRE, PHASE2_BELOW = 1, 2, 3
+PHASE2_LABELS: Dict[str, int] = {"background": 0, "above": PHASE2_ABOVE, "centre": PHASE2_CENTRE,
+                                 "below": PHASE2_BELOW}
+"""Phase-2 target classes: the vertebra above the cutout's centre vertebra, the centre one, the one below."""
+PHASE2_SLOT_OFFSETS: Dict[int, int] = {PHASE2_ABOVE: -1, PHASE2_CENTRE: 0, PHASE2_BELOW: 1}
+"""Phase-2 class -> position relative to the centre vertebra (counted top to bottom)."""
+
+SPINEPS_PHASE2_CHANNELS: Tuple[Tuple[int, ...], ...] = tuple((v,) for v in VERTEBRA_SUBREGIONS)
+"""Phase-2 input channels for SPINEPS semantic masks: one binary channel per subregion 41–49
+(SPINEPS's one-hot input without its background channel, which is implied)."""
+
+VERTEBRA_INSTANCE_IDS: Tuple[int, ...] = tuple(v for v in VERTEBRA_IDS_TOP_TO_BOTTOM if v != SACRUM_ID)
+"""Mobile vertebra ids (no sacrum), cranial first."""
+
+
+def vertebra_id_above(vertebra_id: int) -> Optional[int]:
+    """The id of the vertebra directly above ``vertebra_id`` in the standard sequence without the
+    T13/L6 variants (C2 -> C1, L1 -> T12, T13 -> T12, L6 -> L5, sacrum -> L5); ``None`` for C1."""
+    variants = {T13_ID: 19, L5_ID + 1: L5_ID}
+    if int(vertebra_id) in variants:
+        return variants[int(vertebra_id)]
+    order = [v for v in VERTEBRA_IDS_TOP_TO_BOTTOM if v not in variants]
+    if int(vertebra_id) not in order:
+        raise ValueError(f"{vertebra_id} is not a SPINEPS vertebra id (valid: 1-28)")
+    position = order.index(int(vertebra_id))
+    return order[position - 1] if position > 0 else None

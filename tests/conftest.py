@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("nnUNet_def_n_proc", "1")
-os.environ.setdefault("nnUNet_n_proc_DA", "0")
+os.environ.setdefault("nnUNet_n_proc_DA", "1")  # 0 breaks nnU-Net 2.8.1 planning (set_num_threads(0))
 os.environ.setdefault("nnUNet_compile", "f")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -139,7 +139,7 @@ def test_regular_install_maps_trainers_and_conversion_into_the_package(tmp_path)
     # Reuse this environment's dependencies (torch, nnunetv2) without its editable finder, and
     # install with this environment's pip and setuptools into the new prefix.
     (site / "reuse_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed",
                     "--prefix", str(venv), str(REPO)], check=True, env=clean_env(PIP_NO_INPUT="1"))
     assert (site / "nnunetv2_symtc" / "trainers" / "__init__.py").is_file()
     assert (site / "nnunetv2_symtc" / "dataset_conversion" / "__init__.py").is_file()

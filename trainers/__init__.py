@@ -7,4 +7,18 @@ two in step.
 """
 from nnunetv2_symtc.trainers.budget import TINY, budget_variant  # noqa: F401  (factory for variants)
 
-__all__ = []
+from nnunetv2_symtc.trainers.size_adaptive import (nnUNetTrainerSizeAdaptiveCE, nnUNetTrainerSizeAdaptiveCE_tiny,
+                                                  SymTCTrainerSizeAdaptiveCE, SymTCTrainerSizeAdaptiveCE_tiny)
+from nnunetv2_symtc.trainers.msff import (MSFFUNetTrainer, MSFFUNetTrainer_tiny, MSFFUNetTrainerSizeAdaptiveCE,
+                                          MSFFUNetTrainerSizeAdaptiveCE_tiny)
+from nnunetv2_symtc.trainers.symtc import *  # noqa: F401,F403  (the names in SYMTC_TRAINERS)
+from nnunetv2_symtc.trainers.symtc import SYMTC_TRAINERS
+from nnunetv2_symtc.trainers.instance import SpinepsInstanceTrainer, SpinepsInstanceTrainer_tiny
+
+__all__ = [
+    "nnUNetTrainerSizeAdaptiveCE", "nnUNetTrainerSizeAdaptiveCE_tiny", "MSFFUNetTrainer", "MSFFUNetTrainer_tiny",
+    "MSFFUNetTrainerSizeAdaptiveCE", "MSFFUNetTrainerSizeAdaptiveCE_tiny",
+    "SymTCTrainerSizeAdaptiveCE", "SymTCTrainerSizeAdaptiveCE_tiny",
+    *SYMTC_TRAINERS,
+    "SpinepsInstanceTrainer", "SpinepsInstanceTrainer_tiny",
+]

@@ -11,6 +11,18 @@ from typing import List, Optional
 
 SUBCOMMAND_MODULES = (
     "doctor",
+    "phantom",
+    "convert",
+    "evaluate",
+    "ensemble",
+    "robustness",
+    "ssm_augment",
+    "import_checkpoint",
+    "plan_symtc",
+    "instance_dataset",
+    "predict",
+    "postprocess",
+    "demo",
 )
 """Modules of ``nnunetv2_symtc.cli`` that each add one subcommand, in ``--help`` order."""
 

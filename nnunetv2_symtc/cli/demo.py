@@ -1,0 +1,27 @@
+"""``symtc demo``: the README's main job (see ``nnunetv2_symtc.demo``)."""
+from pathlib import Path
+
+from nnunetv2_symtc.cli import add_subcommand
+
+
+def register(subparsers) -> None:
+    parser = add_subcommand(
+        subparsers, "demo",
+        "Run the whole pipeline on the built-in phantom: phantom -> conversion -> nnU-Net planning and "
+        "training (SymTC and size-adaptive 2D, two-phase 3D) -> two-phase prediction -> ensemble -> "
+        "evaluation. Budget 'cpu' takes < 15 min on 2 cores; 'full' is meant for a GPU.",
+        "symtc demo -o demo_output")
+    parser.add_argument("-o", "--output", type=Path, default=Path("demo_output"),
+                        help="output folder (must not exist or be empty); nnU-Net folders go inside it")
+    parser.add_argument("--budget", choices=("auto", "tiny", "cpu", "full"), default="auto",
+                        help="auto: 'full' on a GPU, 'cpu' otherwise; 'tiny' only checks the wiring")
+    parser.add_argument("-device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="phantom seed")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from nnunetv2_symtc.demo import run_demo
+
+    run_demo(args.output, args.budget, args.device, args.seed)
+    return 0

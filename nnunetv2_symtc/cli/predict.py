@@ -1,0 +1,55 @@
+"""``symtc predict``: two-phase (semantic, then vertebra-instance) prediction of whole scans."""
+from nnunetv2_symtc.cli import add_subcommand
+
+EXAMPLE = ("symtc predict -i scans/ -o out/ --semantic-model $nnUNet_results/Dataset301_Spine/"
+           "nnUNetTrainer__nnUNetPlans__3d_fullres --instance-model $nnUNet_results/Dataset302_Inst/"
+           "SpinepsInstanceTrainer__nnUNetPlans__3d_fullres -f 0")
+
+
+def register(subparsers) -> None:
+    parser = add_subcommand(
+        subparsers, "predict",
+        "SPINEPS-style two-phase segmentation: semantic nnU-Net(s), body centres, phase-2 cutouts, merge by "
+        "neighbour agreement, level naming, discs (100+X) and endplates (200+X). Writes per case the semantic and "
+        "instance masks, centroids JSON, snapshot PNG and metadata JSON on the input's grid.", EXAMPLE)
+    parser.add_argument("-i", required=True, metavar="IMAGES",
+                        help="folder of images: <case>_0000.nii.gz (nnU-Net channels) or one file per case")
+    parser.add_argument("-o", required=True, metavar="OUT", help="output folder")
+    parser.add_argument("--semantic-model", nargs="+", required=True, metavar="FOLDER",
+                        help="trained phase-1 model folder(s) (Trainer__Plans__config); several are averaged")
+    parser.add_argument("--instance-model", required=True, metavar="FOLDER", help="trained phase-2 model folder")
+    parser.add_argument("-f", nargs="+", default=None, help="folds (default: every fold with a checkpoint)")
+    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
+    parser.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device")
+    parser.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (fraction of the patch)")
+    parser.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
+    parser.add_argument("-npp", type=int, default=1, help="nnU-Net preprocessing processes; >1 (or -nps >1) uses nnU-Net's worker pools instead of predicting in this process")
+    parser.add_argument("-nps", type=int, default=1, help="nnU-Net resampling/export processes")
+    parser.add_argument("--phase2-batch-size", type=int, default=4,
+                        help="cutouts per network call in phase 2 when each fits in one patch (1: nnU-Net's "
+                             "per-image sliding window)")
+    parser.add_argument("-num_parts", type=int, default=1, help="split the cases into this many parts")
+    parser.add_argument("-part_id", type=int, default=0, help="which part this process predicts (0-based)")
+    parser.add_argument("--overwrite", action="store_true", help="predict cases that already have outputs again")
+    parser.add_argument("--lowest-vertebra", type=int, default=None,
+                        help="id of the lowest vertebra when no sacrum is in view (e.g. 24 = L5, 23 = L4)")
+    parser.add_argument("--spider-values", action="store_true", help="write the instance mask in SPIDER values")
+    parser.add_argument("--split-endplates", action="store_true",
+                        help="write endplates as 52 (superior) / 53 (inferior) instead of 62 in the semantic mask")
+    parser.add_argument("--save-probabilities", action="store_true", help="also save phase-1 probabilities (.npz)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from nnunetv2_symtc.instance.pipeline import PredictionSettings, TwoPhasePredictor, predict_folder
+
+    settings = PredictionSettings(folds=args.f, device=args.device, step_size=args.step_size,
+                                  use_mirroring=not args.disable_tta, checkpoint=args.chk,
+                                  num_processes_preprocessing=args.npp, num_processes_segmentation_export=args.nps,
+                                  phase2_batch_size=args.phase2_batch_size)
+    predictor = TwoPhasePredictor(args.semantic_model, args.instance_model, settings)
+    done = predict_folder(predictor, args.i, args.o, overwrite=args.overwrite, num_parts=args.num_parts,
+                          part_id=args.part_id, lowest_vertebra=args.lowest_vertebra, spider_values=args.spider_values,
+                          split_endplate_labels=args.split_endplates, save_probabilities=args.save_probabilities)
+    print(f"predicted {len(done)} case(s) into {args.o}")
+    return 0

@@ -1,0 +1,246 @@
+"""``symtc demo``: the whole pipeline on the built-in phantom, on one command.
+
+1. generate phantom subjects (training and held-out test);
+2. convert them: SPINEPS format -> semantic (phase-1) dataset, phase-2 cutout dataset; SPIDER
+   format -> ``levels`` dataset (instance-as-class, SymTC style);
+3. plan and preprocess with nnU-Net;
+4. train with small budgets: ``SymTCTrainer_small`` and ``nnUNetTrainerSizeAdaptiveCE`` in 2D on
+   the levels dataset; phase 1 (``nnUNetTrainerSizeAdaptiveCE``) and phase 2
+   (``SpinepsInstanceTrainer``) in 3D;
+5. predict two-phase on the held-out scans;
+6. ensemble the two 2D models on the held-out levels images;
+7. evaluate everything;
+8. print a results table and write ``summary.json``.
+
+Everything (nnU-Net folders included) goes below the output folder, so the demo never touches a
+user's own nnU-Net datasets. Trainers run in this process with the budget set on the instance:
+result folders carry the real trainer names, so the models load like any other.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from nnunetv2_symtc.phantom import PhantomConfig
+
+SEMANTIC_ID, LEVELS_ID, INSTANCE_ID = 971, 972, 973
+SEMANTIC_TRAINER = "nnUNetTrainerSizeAdaptiveCE"
+LEVEL_TRAINERS = ("SymTCTrainer_small", "nnUNetTrainerSizeAdaptiveCE")
+INSTANCE_TRAINER = "SpinepsInstanceTrainer"
+PLANS = "nnUNetPlans"
+
+
+@dataclass(frozen=True)
+class DemoBudget:
+    """Data size and training budget of one demo run."""
+
+    name: str
+    train_subjects: int
+    test_subjects: int
+    phantom: PhantomConfig
+    cutout_size_mm_zyx: tuple
+    cutout_spacing_zyx: tuple
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+    symtc_trainer: str = "SymTCTrainer_small"
+
+
+BUDGETS: Dict[str, DemoBudget] = {
+    # A wiring check: minutes on a CPU, models are not expected to be accurate.
+    "tiny": DemoBudget("tiny", 5, 1, PhantomConfig.tiny(), (60.0, 120.0, 120.0), (4.0, 3.0, 3.0), 1, 2, 1),
+    # The default on a CPU: < 15 min on 2 cores.
+    "cpu": DemoBudget("cpu", 10, 2, PhantomConfig.tiny(spacing_zyx=(4.0, 2.0, 2.0)), (60.0, 120.0, 120.0),
+                      (4.0, 2.0, 2.0), 8, 25, 5),
+    # Realistic resolution and budgets for a GPU, with the paper-width SymTC.
+    "full": DemoBudget("full", 40, 8, PhantomConfig(), (105.6, 228.0, 186.0), (3.3, 1.0, 1.0), 100, 250, 50,
+                       symtc_trainer="SymTCTrainer_paper"),
+}
+
+
+class StageLog:
+    """Numbered stage headings with wall times; ``timings`` collects seconds per stage."""
+
+    def __init__(self, total: int):
+        self.total, self.number, self.timings = total, 0, {}
+
+    @contextmanager
+    def stage(self, title: str):
+        self.number += 1
+        print(f"\n=== [{self.number}/{self.total}] {title} ===", flush=True)
+        start = time.perf_counter()
+        yield
+        self.timings[title] = round(time.perf_counter() - start, 1)
+        print(f"--- {title}: {self.timings[title]:.1f} s", flush=True)
+
+
+def _use_nnunet_folders(root: Path) -> None:
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(root / name)
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("-device cuda was requested but no CUDA device is visible")
+    return device
+
+
+def _write_phantoms(root: Path, budget: DemoBudget, seed: int) -> Dict[str, List[str]]:
+    """Training and test subjects in SPINEPS (``spineps_train``/``spineps_test``) and SPIDER format
+    (``spider``; test subjects form the official ``validation`` subset)."""
+    from tqdm import tqdm
+
+    from nnunetv2_symtc.phantom import generate_subject, write_spider, write_spineps
+
+    count = budget.train_subjects + budget.test_subjects
+    subjects = [generate_subject(seed + i, budget.phantom) for i in tqdm(range(count), desc="phantom subjects")]
+    train_ids, test_ids = list(range(budget.train_subjects)), list(range(budget.train_subjects, count))
+    write_spineps(root / "spineps_train", [(f"{i:03d}", subjects[i]) for i in train_ids])
+    write_spineps(root / "spineps_test", [(f"{i:03d}", subjects[i]) for i in test_ids])
+    write_spider(root / "spider", [(i + 1, subjects[i]) for i in train_ids + test_ids], sequences=("t2",),
+                 validation_pids=[i + 1 for i in test_ids])
+    return {"train": [f"{i:03d}" for i in train_ids], "test": [f"{i:03d}" for i in test_ids]}
+
+
+def _split_test_scans(spineps_test: Path, images: Path, reference: Path) -> None:
+    """Test images go to ``images/``; their masks to ``reference/`` under the names the two-phase
+    prediction will write, so the evaluation pairs them by name."""
+    from nnunetv2_symtc.instance.pipeline import SUFFIXES
+
+    images.mkdir(parents=True, exist_ok=True)
+    for sub in ("semantic", "instance"):
+        (reference / sub).mkdir(parents=True, exist_ok=True)
+    for image in sorted(spineps_test.rglob("*_T2w.nii.gz")):
+        case = image.name[:-len(".nii.gz")]
+        shutil.copy(image, images / image.name)
+        subject = image.name[:-len("_T2w.nii.gz")]
+        shutil.copy(image.with_name(f"{subject}_seg-spine_msk.nii.gz"), reference / "semantic" / f"{case}{SUFFIXES['semantic']}")
+        shutil.copy(image.with_name(f"{subject}_seg-vert_msk.nii.gz"), reference / "instance" / f"{case}{SUFFIXES['instance']}")
+
+
+def _plan_and_preprocess(dataset_id: int, configuration: str) -> None:
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
+
+    processes = max(1, min(4, (os.cpu_count() or 2) - 1))
+    extract_fingerprints([dataset_id], num_processes=processes, check_dataset_integrity=True, show_progress_bar=False)
+    plan_experiments([dataset_id])
+    preprocess([dataset_id], configurations=(configuration,), num_processes=(processes,), show_progress_bar=False)
+
+
+def _train(dataset_id: int, configuration: str, trainer_name: str, budget: DemoBudget, device: str) -> Path:
+    """Train on every case (nnU-Net fold ``all``) with the budget's epochs and iterations; returns the
+    model folder. The training log is nnU-Net's own (``training_log_*.txt`` in the fold folder)."""
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    trainer = get_trainer_from_args(str(dataset_id), configuration, "all", trainer_name, PLANS,
+                                    device=torch.device(device))
+    trainer.num_epochs = budget.epochs
+    trainer.num_iterations_per_epoch = budget.iterations_per_epoch
+    trainer.num_val_iterations_per_epoch = budget.val_iterations_per_epoch
+    trainer.run_training()
+    return Path(trainer.output_folder).parent
+
+
+def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed: int = 0) -> dict:
+    """Run the whole demo into ``output``; returns the summary also written to ``output/summary.json``."""
+    from nnunetv2_symtc.dataset_conversion.spider import convert_spider
+    from nnunetv2_symtc.dataset_conversion.spineps import convert_spineps
+    from nnunetv2_symtc.evaluation.ensemble import predict_member, ensemble_probability_folders
+    from nnunetv2_symtc.evaluation.report import EvaluationOptions, evaluate_folders, format_table, nnunet_label_setup, \
+        value_namer, LabelSetup
+    from nnunetv2_symtc.instance.cutouts import CutoutSpec
+    from nnunetv2_symtc.instance.dataset import build_instance_dataset
+    from nnunetv2_symtc.instance.pipeline import PredictionSettings, TwoPhasePredictor, predict_folder
+
+    device = _pick_device(device)
+    if budget_name == "auto":
+        budget_name = "full" if device == "cuda" else "cpu"
+    if budget_name not in BUDGETS:
+        raise ValueError(f"unknown budget {budget_name!r}; choose from {sorted(BUDGETS)} or 'auto'")
+    budget = BUDGETS[budget_name]
+    level_trainers = (budget.symtc_trainer, LEVEL_TRAINERS[1])
+    output = Path(output).resolve()
+    if output.exists() and any(output.iterdir()):
+        raise OSError(f"{output}: output folder exists and is not empty; choose another -o or remove it")
+    _use_nnunet_folders(output / "nnunet")
+    print(f"symtc demo: budget {budget.name!r} on {device}; everything goes to {output}")
+    log = StageLog(total=8)
+    models: Dict[str, Path] = {}
+    results: Dict[str, dict] = {}
+
+    with log.stage("Generate phantom subjects"):
+        subjects = _write_phantoms(output / "sources", budget, seed)
+        _split_test_scans(output / "sources" / "spineps_test", output / "test_images", output / "reference")
+
+    with log.stage("Convert to nnU-Net datasets"):
+        semantic_ds = convert_spineps(output / "sources" / "spineps_train", SEMANTIC_ID, "DemoSemantic")
+        levels_ds = convert_spider(output / "sources" / "spider", LEVELS_ID, "DemoLevels", labels="levels")
+        cutout = CutoutSpec(budget.cutout_size_mm_zyx, budget.cutout_spacing_zyx)
+        build_instance_dataset(output / "sources" / "spineps_train", INSTANCE_ID, "DemoInstances",
+                               scheme="spineps", cutout=cutout)
+        print(f"semantic: {semantic_ds.name}, levels: {levels_ds.name}, phase 2: cutouts of {cutout.shape} voxels")
+
+    with log.stage("Plan and preprocess (nnU-Net)"):
+        for dataset_id, configuration in ((SEMANTIC_ID, "3d_fullres"), (LEVELS_ID, "2d"), (INSTANCE_ID, "3d_fullres")):
+            _plan_and_preprocess(dataset_id, configuration)
+
+    with log.stage("Train"):
+        jobs = [(f"levels 2d {t}", LEVELS_ID, "2d", t) for t in level_trainers]
+        jobs += [("phase 1 semantic 3d", SEMANTIC_ID, "3d_fullres", SEMANTIC_TRAINER),
+                 ("phase 2 instance 3d", INSTANCE_ID, "3d_fullres", INSTANCE_TRAINER)]
+        for title, dataset_id, configuration, trainer in jobs:
+            start = time.perf_counter()
+            print(f"\n-- training {title} ({budget.epochs} epochs x {budget.iterations_per_epoch} iterations)")
+            models[title] = _train(dataset_id, configuration, trainer, budget, device)
+            print(f"-- {title}: {time.perf_counter() - start:.0f} s -> {models[title]}")
+
+    settings = PredictionSettings(folds=("all",), device=device)
+    with log.stage("Two-phase prediction on held-out scans"):
+        predictor = TwoPhasePredictor([models["phase 1 semantic 3d"]], models["phase 2 instance 3d"], settings)
+        predict_folder(predictor, output / "test_images", output / "two_phase")
+
+    with log.stage("Ensemble the 2D level models"):
+        members = []
+        for trainer in level_trainers:
+            member = output / "levels" / trainer
+            predict_member(models[f"levels 2d {trainer}"], levels_ds / "imagesTs", member, folds=("all",),
+                           device=device)
+            members.append(member)
+        ensemble_probability_folders(members, output / "levels" / "ensemble")
+
+    with log.stage("Evaluate"):
+        spineps = EvaluationOptions(labels=LabelSetup(namer=value_namer("spineps")))
+        results["two-phase semantic"] = evaluate_folders(
+            output / "reference" / "semantic", output / "two_phase", output / "evaluation" / "semantic", spineps)
+        results["two-phase instances"] = evaluate_folders(
+            output / "reference" / "instance", output / "two_phase", output / "evaluation" / "instances",
+            replace(spineps, instances=True))
+        levels_options = EvaluationOptions(labels=nnunet_label_setup(str(LEVELS_ID)))
+        for name in [*level_trainers, "ensemble"]:
+            results[f"levels {name}"] = evaluate_folders(levels_ds / "labelsTs", output / "levels" / name,
+                                                         output / "evaluation" / f"levels_{name}", levels_options)
+
+    with log.stage("Results"):
+        for name, summary in results.items():
+            print(f"\n{name}\n{format_table(summary)}")
+        summary = {"budget": asdict(budget) | {"phantom": repr(budget.phantom)}, "device": device,
+                   "subjects": subjects, "stage_seconds": log.timings,
+                   "models": {k: str(v) for k, v in models.items()},
+                   "results": {k: v.get("foreground_mean", v.get("mean")) for k, v in results.items()}}
+        with open(output / "summary.json", "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+        print(f"\nwrote {output / 'summary.json'}; masks, snapshots and plots are in {output / 'two_phase'} "
+              f"and {output / 'evaluation'}")
+    return summary

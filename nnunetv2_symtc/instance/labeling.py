@@ -1,0 +1,257 @@
+"""Post-processing of a vertebra-instance map: clean-up, level naming, discs and endplates.
+
+Arrays are PIR (axis 1 grows towards inferior); spacing in mm, array order. Rules (REFERENCE §5):
+
+- **Naming.** With the sacrum in view, the lowest vertebra above it is L5 (24) and the ones above
+  count upwards by decrement (23, 22, … T12 = 19). Otherwise the lowest vertebra is
+  ``lowest_vertebra`` (the user's override, or the source dataset's convention).
+- **Discs.** Each disc component is ``100 + X``, X = the vertebra directly above it.
+- **Endplates** (semantic 62, or 52/53). Each endplate voxel belongs to its nearest vertebra V. On
+  V's lower side it is ``200 + V``; on V's upper side ``200 + (vertebra above V)``: the lower
+  endplate of X and the upper endplate of the vertebra below X both get ``200 + X``, even when the
+  disc is out of view. The sacrum gets no endplate label of its own (its upper endplate is that
+  of the disc above it; anything below its centre is left unlabelled).
+- "The vertebra above V" is the neighbour above V in the map when there is one, otherwise the
+  standard sequence (``labels.vertebra_id_above``).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from nnunetv2_symtc.instance.centres import FULL_CONNECTIVITY, SUPERIOR_INFERIOR_AXIS, bounding_box
+from nnunetv2_symtc.labels import (BODY_VALUES, DISC, ENDPLATE, ENDPLATE_INFERIOR, ENDPLATE_SUPERIOR, ENDPLATE_VALUES,
+                                   L5_ID, SACRUM, SACRUM_ID, SPIDER_CANAL, SPIDER_DISC_OFFSET, SPINAL_CANAL,
+                                   SPINAL_CORD, SPINEPS_DISC_OFFSET, SPINEPS_ENDPLATE_OFFSET, VERTEBRA_IDS_TOP_TO_BOTTOM,
+                                   VERTEBRA_INSTANCE_IDS, VERTEBRA_VALUES, ids_upward_from, vertebra_id_above,
+                                   vertebra_id_to_spider_level)
+
+MIN_SACRUM_VOXELS = 30
+
+
+def _centroids_si(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float]) -> Dict[int, float]:
+    """Superior–inferior position (mm) of each instance's body centroid (whole instance if bodiless)."""
+    box = bounding_box(instance > 0)
+    if box is None:
+        return {}
+    flat = instance[box].astype(np.int64).ravel()
+    rows = np.arange(box[SUPERIOR_INFERIOR_AXIS].start, box[SUPERIOR_INFERIOR_AXIS].stop)
+    shape = tuple(s.stop - s.start for s in box)
+    si = np.broadcast_to((rows * spacing_zyx[SUPERIOR_INFERIOR_AXIS]).reshape(1, -1, 1), shape).ravel()
+    body = np.isin(semantic[box], BODY_VALUES).ravel()
+    all_count = np.bincount(flat)
+    all_sum = np.bincount(flat, weights=si)
+    body_count = np.bincount(flat[body], minlength=all_count.size)
+    body_sum = np.bincount(flat[body], weights=si[body], minlength=all_count.size)
+    return {int(v): float(body_sum[v] / body_count[v] if body_count[v] else all_sum[v] / all_count[v])
+            for v in np.flatnonzero(all_count[1:]) + 1}
+
+
+def vertebrae_top_to_bottom(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float]) -> List[int]:
+    """Vertebra ids present in ``instance`` (sacrum excluded), ordered by body position, top first."""
+    centres = _centroids_si(instance, semantic, spacing_zyx)
+    return sorted((v for v in centres if v != SACRUM_ID), key=centres.get)
+
+
+def clean_instances(instance: np.ndarray, semantic: np.ndarray) -> Tuple[np.ndarray, Dict[str, int]]:
+    """Mask instances by the semantic vertebra voxels and give orphan components to their neighbour.
+
+    Orphans are the vertebra voxels no instance owns plus every component of an instance apart from
+    its largest. Each orphan component goes to the instance it touches most (26-connectivity) or is
+    deleted when it touches none. Returns the cleaned map and voxel counts.
+    """
+    vertebra = np.isin(semantic, VERTEBRA_VALUES)
+    out = np.where(vertebra, instance, 0).astype(instance.dtype)
+    report = {"masked_by_semantic": int(((instance > 0) & ~vertebra).sum()), "orphans_reassigned": 0, "orphans_deleted": 0}
+    box = bounding_box(vertebra)
+    if box is None:
+        return out, report
+    view, vert = out[box], vertebra[box]
+    orphan = vert & (view == 0)
+    for v, sub in enumerate(ndimage.find_objects(view), start=1):
+        if sub is None:
+            continue
+        components, count = ndimage.label(view[sub] == v, FULL_CONNECTIVITY)
+        if count > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            stray = (components > 0) & (components != int(np.argmax(sizes)))
+            view[sub][stray] = 0
+            orphan[sub] |= stray
+    components, count = ndimage.label(orphan, FULL_CONNECTIVITY)
+    for label, sub in enumerate(ndimage.find_objects(components), start=1):
+        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sub)
+        piece = components[grown] == label
+        ring = ndimage.binary_dilation(piece, FULL_CONNECTIVITY) & ~piece
+        neighbours = view[grown][ring]
+        neighbours = neighbours[neighbours > 0]
+        if neighbours.size:
+            view[grown][piece] = np.bincount(neighbours).argmax()
+            report["orphans_reassigned"] += int(piece.sum())
+        else:
+            report["orphans_deleted"] += int(piece.sum())
+    return out, report
+
+
+def sacrum_in_view(semantic: np.ndarray) -> bool:
+    return int((semantic == SACRUM).sum()) >= MIN_SACRUM_VOXELS
+
+
+def level_ids(count: int, sacrum_visible: bool, lowest_vertebra: Optional[int] = None,
+              default_lowest: int = L5_ID, default_rule: str = "source convention") -> Tuple[List[int], str]:
+    """Ids for ``count`` vertebrae, top first, and the rule used (a sentence for the metadata).
+
+    Precedence: the sacrum in view (lowest = L5), then ``lowest_vertebra``, then ``default_lowest``.
+    """
+    if sacrum_visible:
+        lowest, rule = L5_ID, "sacrum in view: the lowest vertebra above it is L5 (24), counting upwards"
+    elif lowest_vertebra is not None:
+        lowest, rule = int(lowest_vertebra), f"user override: lowest vertebra = {int(lowest_vertebra)}"
+    else:
+        lowest, rule = int(default_lowest), f"{default_rule}: lowest vertebra = {int(default_lowest)}"
+    if lowest not in VERTEBRA_INSTANCE_IDS:
+        raise ValueError(f"lowest vertebra {lowest} is not a mobile SPINEPS vertebra id (1-25, 28)")
+    if count > lowest:
+        raise ValueError(f"{count} vertebrae cannot be named upwards from id {lowest}: "
+                         "pass --lowest-vertebra with a lower level")
+    return ids_upward_from(lowest, count)[::-1], rule
+
+
+def name_vertebrae(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float],
+                   lowest_vertebra: Optional[int] = None, default_lowest: int = L5_ID,
+                   default_rule: str = "source convention") -> Tuple[np.ndarray, Dict[str, object]]:
+    """Rename the vertebra instances (sacrum excluded) by level; returns the new map and
+    ``{"rule": ..., "ids_top_to_bottom": [...]}``. The sacrum keeps ``SACRUM_ID``."""
+    order = vertebrae_top_to_bottom(instance, semantic, spacing_zyx)
+    ids, rule = level_ids(len(order), sacrum_in_view(semantic), lowest_vertebra, default_lowest, default_rule)
+    lut = np.zeros(max(int(instance.max(initial=0)), SACRUM_ID) + 1, dtype=np.uint16)
+    lut[SACRUM_ID] = SACRUM_ID
+    for old, new in zip(order, ids):
+        lut[old] = new
+    return lut[instance], {"rule": rule, "ids_top_to_bottom": ids}
+
+
+def sequence_warnings(ids_top_to_bottom: Sequence[int]) -> List[str]:
+    """Warnings for a vertebra sequence that is not strictly consecutive in anatomical order."""
+    order = {v: i for i, v in enumerate(VERTEBRA_IDS_TOP_TO_BOTTOM)}
+    warnings = []
+    for upper, lower in zip(ids_top_to_bottom, ids_top_to_bottom[1:]):
+        if order[lower] <= order[upper]:
+            warnings.append(f"vertebra {lower} lies below {upper} but comes before it anatomically")
+        elif vertebra_id_above(lower) != upper and not (upper == 28 and lower == 20):
+            warnings.append(f"vertebra ids jump from {upper} to {lower} (levels missing in between)")
+    return warnings
+
+
+def _nearest_vertebra(vertebrae: np.ndarray, targets: np.ndarray, spacing_zyx: Sequence[float],
+                      margin_mm: float = 40.0) -> np.ndarray:
+    """For each voxel of ``targets`` (bool), the id of the nearest voxel of ``vertebrae`` (0 if none).
+
+    Searched within ``margin_mm`` around the targets (the whole volume if no vertebra lies there).
+    """
+    out = np.zeros(int(targets.sum()), dtype=vertebrae.dtype)
+    if not (vertebrae > 0).any() or not out.size:
+        return out
+    box = bounding_box(targets)
+    box = tuple(slice(max(b.start - int(np.ceil(margin_mm / s)), 0), min(b.stop + int(np.ceil(margin_mm / s)), n))
+                for b, s, n in zip(box, spacing_zyx, targets.shape))
+    if not (vertebrae[box] > 0).any():
+        box = tuple(slice(0, n) for n in targets.shape)
+    _, nearest = ndimage.distance_transform_edt(vertebrae[box] == 0, sampling=spacing_zyx, return_indices=True)
+    local = targets[box]
+    return vertebrae[box][tuple(index[local] for index in nearest)]
+
+
+def add_discs_and_endplates(vertebrae: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float]
+                            ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """Full SPINEPS instance map from vertebra ids and the semantic mask.
+
+    ``vertebrae`` holds vertebra ids only (1–28; anything else is ignored); the sacrum (semantic 26)
+    becomes ``SACRUM_ID``. Returns the instance map (uint16), the per-voxel endplate side map
+    (``ENDPLATE_SUPERIOR``/``ENDPLATE_INFERIOR`` where an endplate is labelled, else 0) and warnings.
+    """
+    warnings: List[str] = []
+    valid = np.isin(vertebrae, VERTEBRA_INSTANCE_IDS) & np.isin(semantic, VERTEBRA_VALUES)
+    out = np.where(valid, vertebrae, 0).astype(np.uint16)
+    out[semantic == SACRUM] = SACRUM_ID
+    side = np.zeros(semantic.shape, dtype=np.uint8)
+    owners = out.copy()
+    centres = _centroids_si(owners, semantic, spacing_zyx)
+    order = sorted(centres, key=centres.get)
+    above_in_map = {lower: upper for upper, lower in zip(order, order[1:])}
+
+    above = np.zeros(max(VERTEBRA_IDS_TOP_TO_BOTTOM) + 1, dtype=np.int64)
+    for v in order:
+        above[v] = above_in_map.get(v) or vertebra_id_above(v) or 0
+
+    si_mm = np.arange(semantic.shape[SUPERIOR_INFERIOR_AXIS]) * spacing_zyx[SUPERIOR_INFERIOR_AXIS]
+    centre_lut = np.zeros(len(above))
+    centre_lut[order] = [centres[v] for v in order]
+    is_endplate, is_disc = np.isin(semantic, ENDPLATE_VALUES), semantic == DISC
+    targets = is_endplate | is_disc
+    if targets.any() and not order:
+        warnings.append(f"{int(targets.sum())} disc/endplate voxels left unlabelled: no vertebra in the mask")
+    if not targets.any() or not order:
+        return out, side, warnings
+    coords = np.nonzero(targets)
+    nearest = _nearest_vertebra(owners, targets, spacing_zyx).astype(np.int64)
+    below_centre = si_mm[coords[SUPERIOR_INFERIOR_AXIS]] > centre_lut[nearest]
+    x = np.where(below_centre, nearest, above[nearest])
+    x[(nearest == SACRUM_ID) & below_centre] = 0  # no endplate or disc label below the sacrum
+    disc_voxels = is_disc[coords]
+    x[disc_voxels] = _majority_per_component(is_disc, tuple(c[disc_voxels] for c in coords), x[disc_voxels])
+    if (x == 0).any():
+        warnings.append(f"{int((x == 0).sum())} disc/endplate voxels left unlabelled (below the sacrum or above C1)")
+    labelled = x > 0
+    offset = np.where(disc_voxels, SPINEPS_DISC_OFFSET, SPINEPS_ENDPLATE_OFFSET)
+    keep = tuple(c[labelled] for c in coords)
+    out[keep] = (offset + x)[labelled]
+    endplate_keep = tuple(c[labelled & ~disc_voxels] for c in coords)
+    side[endplate_keep] = np.where(below_centre[labelled & ~disc_voxels], ENDPLATE_INFERIOR, ENDPLATE_SUPERIOR)
+    return out, side, warnings
+
+
+def _majority_per_component(targets: np.ndarray, coords: Tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
+    """Replace per-voxel answers by the majority of each connected component of ``targets``."""
+    components, _ = ndimage.label(targets, FULL_CONNECTIVITY)
+    component = components[coords]
+    out = x.copy()
+    for c in np.unique(component):
+        members = component == c
+        out[members] = Counter(x[members].tolist()).most_common(1)[0][0]
+    return out
+
+
+def split_endplates(semantic: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """Semantic map with endplate voxels written as superior (52) / inferior (53) by ``side``."""
+    out = semantic.copy()
+    endplate = np.isin(semantic, ENDPLATE_VALUES) & (side > 0)
+    out[endplate] = side[endplate]
+    return out
+
+
+def merge_endplates(semantic: np.ndarray) -> np.ndarray:
+    """Semantic map with 52/53 read as the single endplate label 62."""
+    out = semantic.copy()
+    out[np.isin(out, (ENDPLATE_SUPERIOR, ENDPLATE_INFERIOR))] = ENDPLATE
+    return out
+
+
+def spineps_to_spider(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """SPINEPS instance + semantic -> SPIDER values: vertebra -> its bottom-up level (L5 = 1),
+    disc 100 + X -> 200 + level(X), endplates -> the level of their nearest vertebra, canal and
+    cord -> 100. The sacrum and ids without a SPIDER level (L6, T13) become 0 (SPIDER leaves them
+    unlabelled)."""
+    lut = np.zeros(SPINEPS_ENDPLATE_OFFSET + max(VERTEBRA_IDS_TOP_TO_BOTTOM) + 1, dtype=np.uint16)
+    for v in range(1, L5_ID + 1):
+        lut[v] = vertebra_id_to_spider_level(v)
+        lut[SPINEPS_DISC_OFFSET + v] = SPIDER_DISC_OFFSET + vertebra_id_to_spider_level(v)
+    out = lut[instance.astype(np.int64)]
+    endplate = instance > SPINEPS_ENDPLATE_OFFSET
+    vertebrae = np.where((instance <= L5_ID), instance, 0)
+    out[endplate] = lut[_nearest_vertebra(vertebrae, endplate, spacing_zyx).astype(np.int64)]
+    out[np.isin(semantic, (SPINAL_CANAL, SPINAL_CORD)) & (out == 0)] = SPIDER_CANAL
+    return out

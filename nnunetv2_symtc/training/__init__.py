@@ -1,0 +1,1 @@
+"""Training recipes used by the trainers (optimisers, schedules, gradient clipping, loss weights)."""

@@ -1,0 +1,137 @@
+"""SymTC trainers. Names are permanent (they name result folders).
+
+- ``SymTCTrainer``: paper-width SymTC (2D) or SymTC3D (3d_fullres), nnU-Net's Dice + CE, AdamW
+  with warmup + cosine decay and gradient clipping at 1 (see ``nnunetv2_symtc.training.recipes``).
+- ``SymTCTrainer_paper``: the paper's recipe: Adam at a constant 1e-4, clipping at 1, loss
+  0.5·SymTC's area-weighted CE (``symtc_sum``) + 0.5·(−foreground soft Dice) (= 0.5·(1 − Dice) − 0.5).
+- ``SymTCTrainer_small``: ``SymTCTrainer`` with the paper's SymTC_s width (E=256, 8 heads).
+- ``SymTCTrainerDS``: ``SymTCTrainer`` with two auxiliary heads and deep supervision at SymTC's ×4 steps.
+- Budgets: ``SymTCTrainer_{250,100,50}epochs``, ``SymTCTrainer_paper_250epochs``. ``*_tiny`` are CI
+  variants (TINY budget; tiny width, except ``SymTCTrainer_paper_tiny``, which keeps the paper width so
+  that imported reference checkpoints load into it).
+
+Mirroring is anatomy-safe (``AnatomicalAugmentationMixin``): none in 2D sagittal slices,
+left–right in 3D only for label sets without left/right pairs.
+"""
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_symtc.losses import with_size_adaptive_ce
+from nnunetv2_symtc.networks.from_plans import build_symtc_from_plans, symtc_deep_supervision_scales
+from nnunetv2_symtc.trainers.anatomy import AnatomicalAugmentationMixin
+from nnunetv2_symtc.trainers.budget import TINY, budget_variant
+from nnunetv2_symtc.training.recipes import (WarmupCosineLR, adamw_param_groups, clip_gradients_before_step,
+                                             deep_supervision_weights)
+
+
+class SymTCTrainer(AnatomicalAugmentationMixin, nnUNetTrainer):
+    """SymTC / SymTC3D (paper width) with AdamW, warmup + cosine schedule and gradient clipping at 1."""
+
+    max_grad_norm = 1.0
+    warmup_fraction = 0.02
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+        self.initial_lr = 3e-4
+        self.weight_decay = 1e-2
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
+                                      num_output_channels, enable_deep_supervision, width="paper")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(adamw_param_groups(self.network, self.weight_decay), lr=self.initial_lr)
+        clip_gradients_before_step(optimizer, self.network.parameters(), self.max_grad_norm)
+        warmup = round(self.warmup_fraction * self.num_epochs)
+        return optimizer, WarmupCosineLR(optimizer, self.initial_lr, self.num_epochs, warmup)
+
+
+class SymTCTrainer_small(SymTCTrainer):
+    """``SymTCTrainer`` with the paper's SymTC_s width (E=256, 8 heads)."""
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
+                                      num_output_channels, enable_deep_supervision, width="small")
+
+
+class SymTCTrainer_paper(SymTCTrainer):
+    """The paper's recipe: Adam 1e-4 constant, clip 1, 0.5·symtc_sum CE + 0.5·(1 − foreground soft Dice)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-4
+        self.weight_decay = 0.0
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr)
+        clip_gradients_before_step(optimizer, self.network.parameters(), self.max_grad_norm)
+        return optimizer, WarmupCosineLR(optimizer, self.initial_lr, self.num_epochs, 0, final_fraction=1.0)
+
+    def _build_loss(self):
+        loss = with_size_adaptive_ce(super()._build_loss(), self.label_manager.ignore_label, reduction="symtc_sum")
+        loss.weight_ce = loss.weight_dice = 0.5
+        return loss
+
+
+class SymTCTrainerDS(SymTCTrainer):
+    """``SymTCTrainer`` plus two 1×1 auxiliary heads, deep-supervised at 1/s1 and 1/(s1·s2)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = True
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
+                                      num_output_channels, enable_deep_supervision, width="paper",
+                                      deep_supervision_heads=True)
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision:
+            return None
+        return symtc_deep_supervision_scales(self.configuration_manager.patch_size, self.configuration_manager.spacing)
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        loss.weight_factors = tuple(deep_supervision_weights(len(loss.weight_factors)))
+        return loss
+
+
+def _tiny_width(trainer: type) -> type:
+    """Give a CI variant the tiny SymTC width (same blocks; nnU-Net paths run in seconds on a CPU)."""
+    heads = issubclass(trainer, SymTCTrainerDS)
+
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
+                                      num_output_channels, enable_deep_supervision, width="tiny",
+                                      deep_supervision_heads=heads)
+
+    trainer.build_network_architecture = staticmethod(build_network_architecture)
+    return trainer
+
+
+SymTCTrainer_250epochs = budget_variant(SymTCTrainer, "250epochs", 250)
+SymTCTrainer_100epochs = budget_variant(SymTCTrainer, "100epochs", 100)
+SymTCTrainer_50epochs = budget_variant(SymTCTrainer, "50epochs", 50)
+SymTCTrainer_paper_250epochs = budget_variant(SymTCTrainer_paper, "250epochs", 250)
+SymTCTrainer_tiny = _tiny_width(budget_variant(SymTCTrainer, "tiny", **TINY))
+SymTCTrainer_paper_tiny = budget_variant(SymTCTrainer_paper, "tiny", **TINY)  # paper width: takes imported checkpoints
+SymTCTrainer_small_tiny = _tiny_width(budget_variant(SymTCTrainer_small, "tiny", **TINY))
+SymTCTrainerDS_tiny = _tiny_width(budget_variant(SymTCTrainerDS, "tiny", **TINY))
+
+SYMTC_TRAINERS = ("SymTCTrainer", "SymTCTrainer_small", "SymTCTrainer_paper", "SymTCTrainerDS",
+                  "SymTCTrainer_250epochs", "SymTCTrainer_100epochs", "SymTCTrainer_50epochs",
+                  "SymTCTrainer_paper_250epochs", "SymTCTrainer_tiny", "SymTCTrainer_paper_tiny",
+                  "SymTCTrainer_small_tiny", "SymTCTrainerDS_tiny")
+"""Every trainer this module defines (for ``trainers/__init__.py``)."""
+__all__ = list(SYMTC_TRAINERS)
