@@ -65,6 +65,7 @@ setup(
         "batchgenerators",
         "numpy",
         "scipy",
+        "scikit-image",
         "dynamic-network-architectures",
         "tqdm",
         "matplotlib",

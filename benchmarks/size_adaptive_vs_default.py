@@ -47,7 +47,8 @@ def prepare_dataset(root: Path, subjects: int, n_val: int, configuration: str, d
 
 
 def train_and_validate(trainer_class: type, raw: Path, configuration: str, seed: int, device: torch.device) -> Dict:
-    """Train fold 0 with nnU-Net's own loop and validation; returns the validation summary and time."""
+    """Train fold 0 with nnU-Net's own loop and validation; returns the validation summary and the
+    training time. A finished run in the work folder is read back instead of trained again."""
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / raw.name
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
     plans["continue_training"] = False  # nnU-Net's trainer expects the flag run_training puts there
@@ -56,12 +57,15 @@ def train_and_validate(trainer_class: type, raw: Path, configuration: str, seed:
     np.random.seed(seed)
     torch.manual_seed(seed)
     trainer = trainer_class(plans, configuration, 0, dataset_json, device)
-    start = time.perf_counter()
-    trainer.run_training()
-    train_seconds = time.perf_counter() - start
-    trainer.perform_actual_validation(False)
-    summary = json.loads((Path(trainer.output_folder) / "validation" / "summary.json").read_text())
-    return {"summary": summary, "train_seconds": train_seconds}
+    summary_file = Path(trainer.output_folder) / "validation" / "summary.json"
+    timing_file = Path(trainer.output_folder) / "benchmark_train_seconds.json"
+    if not summary_file.is_file():
+        start = time.perf_counter()
+        trainer.run_training()
+        timing_file.write_text(json.dumps(time.perf_counter() - start))
+        trainer.perform_actual_validation(False)
+    train_seconds = json.loads(timing_file.read_text()) if timing_file.is_file() else float("nan")
+    return {"summary": json.loads(summary_file.read_text()), "train_seconds": train_seconds}
 
 
 def structure_sizes(raw: Path, cases: List[str]) -> Dict[int, float]:
@@ -86,7 +90,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--workdir", help="keep nnU-Net folders here (default: a temporary folder)")
+    parser.add_argument("--workdir", help="keep nnU-Net folders here (default: a temporary folder); runs "
+                        "already finished there are reported, not retrained")
+    parser.add_argument("--trainers", nargs="+", default=["default", "size-adaptive"],
+                        choices=("default", "size-adaptive"),
+                        help="train only these (e.g. one per process, in parallel, on one --workdir)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -116,6 +124,10 @@ def main() -> None:
         trainers = {"default": budget_variant(nnUNetTrainerAnatomy, suffix, **budget),
                     "size-adaptive": budget_variant(nnUNetTrainerSizeAdaptiveCE, suffix, **budget)}
         device = torch.device(args.device)
+        for key in args.trainers:
+            train_and_validate(trainers[key], raw, args.configuration, args.seed, device)
+        if set(args.trainers) != set(trainers):
+            return
         results = {key: train_and_validate(cls, raw, args.configuration, args.seed, device)
                    for key, cls in trainers.items()}
 

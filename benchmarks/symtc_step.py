@@ -95,15 +95,16 @@ def run_case(name: str, device: str, precision: str, repeats: int) -> dict:
         with torch.no_grad(), amp:
             network(x)
 
-    def timed(fn) -> float:
-        fn()  # warm-up
+    def timed(fn):
+        """(wall s, process CPU s) of the fastest of ``repeats`` runs after a warm-up."""
+        fn()
         sync()
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             fn()
             sync()
-            times.append(time.perf_counter() - start)
+            times.append((time.perf_counter() - start, time.process_time() - cpu))
         return min(times)
 
     result = dict(case=name, device=device, precision=precision,
@@ -118,8 +119,8 @@ def run_case(name: str, device: str, precision: str, repeats: int) -> dict:
         _reset_peak_rss()
         forward_backward()
         result["fwd_bwd_peak_gib"] = (_rss_kib("VmHWM") - base) / 2 ** 20
-    result["forward_s"] = timed(forward)
-    result["fwd_bwd_s"] = timed(forward_backward)
+    result["forward_s"], result["forward_cpu_s"] = timed(forward)
+    result["fwd_bwd_s"], result["fwd_bwd_cpu_s"] = timed(forward_backward)
     return result
 
 
@@ -138,7 +139,8 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
-    print(f"{'case':16s} {'prec':5s} {'params':>12s} {'forward s':>10s} {'fwd+bwd s':>10s} {'fwd+bwd peak GiB':>17s}")
+    print("times: wall seconds (process CPU seconds, all threads); on a contended machine compare CPU seconds")
+    print(f"{'case':16s} {'prec':5s} {'params':>12s} {'forward s':>16s} {'fwd+bwd s':>16s} {'fwd+bwd peak GiB':>17s}")
     for precision in args.precision:
         for name in args.cases:
             proc = subprocess.run([sys.executable, __file__, "--one", name, "--device", args.device,
@@ -148,7 +150,9 @@ def main() -> None:
                 print(f"{name:16s} {precision:5s} failed: {proc.stderr.strip().splitlines()[-1]}")
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"{name:16s} {precision:5s} {r['params']:12,d} {r['forward_s']:10.2f} {r['fwd_bwd_s']:10.2f} "
+            forward = f"{r['forward_s']:.2f} ({r['forward_cpu_s']:.1f})"
+            both = f"{r['fwd_bwd_s']:.2f} ({r['fwd_bwd_cpu_s']:.1f})"
+            print(f"{name:16s} {precision:5s} {r['params']:12,d} {forward:>16s} {both:>16s} "
                   f"{r['fwd_bwd_peak_gib']:17.2f}", flush=True)
 
 

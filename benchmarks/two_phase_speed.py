@@ -20,6 +20,7 @@ case on a 2-core CPU. The phase-2 cutout defaults to SPINEPS's (64 x 304 x 248 v
     python benchmarks/two_phase_speed.py [--shape-spacing 4 0.55 0.55] [--device cpu] [--skip-networks]
 """
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -99,6 +100,8 @@ def untrained_model(dataset_id: int, raw_case_writer, results: Path) -> Path:
     folder = Path(trainer.output_folder)
     folder.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(str(folder / "checkpoint_final.pth"))
+    for name, content in (("plans.json", trainer.plans_manager.plans), ("dataset.json", trainer.dataset_json)):
+        (folder.parent / name).write_text(json.dumps(content))  # what nnU-Net writes when training starts
     return folder.parent
 
 
@@ -119,7 +122,7 @@ def networks(train_subject, tmp: Path, cutout, timings: dict, device: str, tta: 
     predictor = TwoPhasePredictor([semantic], instance, PredictionSettings(folds=["0"], device=device,
                                                                            use_mirroring=tta))
     predictor.load_models()
-    _clock(timings, "phase 1 (nnU-Net)", predictor.semantic_probabilities, timings["_case"])
+    _clock(timings, "phase 1 (nnU-Net)", predictor.semantic_prediction, timings["_case"])
     _clock(timings, "phase 2 (nnU-Net)", predictor.instance_predictions, timings["_inputs"])
 
 

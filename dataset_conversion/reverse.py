@@ -4,11 +4,12 @@ Uses ``label_map.json`` (values) and ``source_cases.json`` (source orientation a
 written beside ``dataset.json``:
 
 - SPINEPS, SSMSpine and SPIDER ``levels``: ``LabelMap.decode`` — exact.
-- SPIDER ``semantic``: one vertebra class cannot say which level it is, so the vertebra mask is
-  split into vertebrae (``separate_touching``: touching vertebrae are separated by in-plane
-  erosion seeds), numbered bottom-up 1, 2, … by their centroid along the superior–inferior axis;
-  each disc component gets 200 + (number of vertebrae below it) + 1 (SPIDER's 200 + the vertebra
-  above), and the canal 100. Partial vertebrae (101–125) come back as full ones. This matches
+- SPIDER ``semantic`` (approximate): one vertebra class cannot say which level it is, so the
+  vertebra mask is split into vertebrae (``separate_vertebrae``: one seed per vertebral body
+  between neighbouring discs, grown over the mask), numbered bottom-up 1, 2, … along the
+  superior–inferior axis; each disc component gets 200 + (number of vertebrae below it) + 1
+  (SPIDER's 200 + the vertebra above), and the canal 100. Partial vertebrae (101–125) come back
+  as full ones, and voxels where neighbouring vertebrae touch may go to either. This matches
   SPIDER's numbering when the lowest labelled vertebra (usually L5) is in the image.
 
 Each output is reoriented back to the source orientation of its case (unless disabled) and named
@@ -24,7 +25,6 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import watershed
 
 from nnunetv2_symtc.io import Geometry, PathLike, read_image, write_image
 from nnunetv2_symtc.labels import SPIDER_CANAL, SPIDER_DISC_OFFSET, SPIDER_MAX_LEVEL, LabelMap
@@ -49,71 +49,82 @@ def resolve_dataset(dataset: Union[int, str, PathLike], raw_dir: Optional[PathLi
     raise ValueError(f"{dataset}: not a dataset folder, id or name in nnUNet_raw ({raw})")
 
 
-MAX_SEPARATING_EROSIONS = 4
-MIN_SEED_FRACTION = 0.1
-"""A seed (eroded component) counts as a vertebra if it has this fraction of the largest seed's voxels."""
+BODY_MARGIN = 0.25
+"""Fraction of the spacing between neighbouring disc centres kept clear of vertebral-body seeds."""
+MIN_SEED_FRACTION = 0.05
+"""Seeds smaller than this fraction of the largest seed are noise, not vertebrae."""
 
 
-def separate_touching(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Split a binary vertebra mask (z, y, x) into vertebrae labelled 1..n (arbitrary order).
+def _heights(shape, geometry: Geometry) -> np.ndarray:
+    """Voxel index along the superior–inferior axis, signed so that larger means more superior (broadcast)."""
+    axis, sign = geometry.anatomical_axes()["superior_inferior"], geometry.superior_sign()
+    view = [1] * len(shape)
+    view[axis] = shape[axis]
+    return np.broadcast_to((sign * np.arange(shape[axis], dtype=np.float64)).reshape(view), shape)
 
-    Vertebrae that touch (facet joints, partial-volume bridges) form one connected component, so the
-    mask is eroded in the sagittal plane 0..``MAX_SEPARATING_EROSIONS`` times; the erosion with the
-    most seeds (components with at least ``MIN_SEED_FRACTION`` of the largest) wins, and the seeds
-    grow back over the mask by a watershed on the distance to the mask's border, so the cut between
-    two vertebrae falls at the narrowest contact.
+
+def separate_vertebrae(vertebra: np.ndarray, disc: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Split a binary vertebra mask (z, y, x) into vertebrae labelled 1..n bottom-up, guided by the discs.
+
+    Vertebrae touch at the facet joints, but discs separate their bodies: a seed per vertebral body
+    is the part of the mask inside the discs' anterior–posterior range and between two neighbouring
+    disc centres (keeping ``BODY_MARGIN`` of the gap clear; below the lowest and above the highest
+    disc too). Seeds grow back over the mask by a watershed on the distance to its border. Without
+    discs, connected components are the vertebrae.
     """
-    if not mask.any():
-        return np.zeros(mask.shape, dtype=np.int32)
-    structure = np.ones((3,) * mask.ndim, dtype=bool)
-    in_plane = structure
-    if mask.ndim == 3:  # erode within sagittal slices only: slices are thick
-        left_right = geometry.anatomical_axes()["left_right"]
-        in_plane = np.zeros_like(structure)
-        in_plane[tuple(1 if a == left_right else slice(None) for a in range(3))] = True
-    best, best_count, eroded = None, 0, mask
-    for _ in range(MAX_SEPARATING_EROSIONS + 1):
-        seeds, count = ndimage.label(eroded, structure=structure)
-        if count == 0:
-            break
-        sizes = np.bincount(seeds.ravel())[1:]
-        keep = np.flatnonzero(sizes >= MIN_SEED_FRACTION * sizes.max()) + 1
-        if len(keep) > best_count:
-            relabel = np.zeros(count + 1, dtype=np.int32)
-            relabel[keep] = np.arange(1, len(keep) + 1)
-            best, best_count = relabel[seeds], len(keep)
-        eroded = ndimage.binary_erosion(eroded, structure=in_plane)
-    depth = ndimage.distance_transform_edt(mask, sampling=geometry.spacing_zyx[-mask.ndim:])
-    return watershed(-depth, markers=best, mask=mask, connectivity=mask.ndim).astype(np.int32)
+    from skimage.segmentation import watershed  # slow to import; only this function needs it
+
+    height = _heights(vertebra.shape, geometry)
+    structure = np.ones((3,) * vertebra.ndim, dtype=bool)
+    discs, disc_count = ndimage.label(disc, structure=structure)
+    if disc_count == 0 or not vertebra.any():
+        seeds, count = ndimage.label(vertebra, structure=structure)
+    else:
+        centres = np.sort(np.asarray(ndimage.mean(height, discs, np.arange(1, disc_count + 1)), dtype=np.float64))
+        gap = float(np.median(np.diff(centres))) if disc_count > 1 else float(np.ptp(height[disc > 0]) + 1) * 2
+        bounds = np.concatenate([[-np.inf], centres, [np.inf]])
+        ap_axis = geometry.anatomical_axes()["anterior_posterior"]
+        ap = np.flatnonzero(disc.any(axis=tuple(a for a in range(disc.ndim) if a != ap_axis)))
+        body_column = np.zeros(vertebra.shape[ap_axis], dtype=bool)
+        body_column[ap.min():ap.max() + 1] = True
+        view = [1] * vertebra.ndim
+        view[ap_axis] = -1
+        candidates = vertebra & body_column.reshape(view)
+        seeds = np.zeros(vertebra.shape, dtype=np.int32)
+        count = 0
+        for low, high in zip(bounds[:-1], bounds[1:]):
+            inside = candidates & (height > low + BODY_MARGIN * gap) & (height < high - BODY_MARGIN * gap)
+            if inside.any():
+                count += 1
+                seeds[inside] = count
+    if count == 0:
+        return np.zeros(vertebra.shape, dtype=np.int32)
+    sizes = np.bincount(seeds.ravel(), minlength=count + 1)[1:]
+    keep = np.flatnonzero(sizes >= MIN_SEED_FRACTION * sizes.max()) + 1
+    order = keep[np.argsort(np.asarray(ndimage.mean(height, seeds, keep)), kind="stable")]
+    relabel = np.zeros(count + 1, dtype=np.int32)
+    relabel[order] = np.arange(1, len(order) + 1)
+    depth = ndimage.distance_transform_edt(vertebra, sampling=geometry.spacing_zyx[-vertebra.ndim:])
+    return watershed(-depth, markers=relabel[seeds], mask=vertebra, connectivity=vertebra.ndim).astype(np.int32)
 
 
 def spider_semantic_to_source(classes: np.ndarray, geometry: Geometry, label_map: LabelMap) -> np.ndarray:
-    """SPIDER-semantic classes (z, y, x) -> SPIDER values, numbering components bottom-up (module doc)."""
+    """SPIDER-semantic classes (z, y, x) -> SPIDER values: vertebrae 1..n bottom-up, disc components
+    200 + (vertebrae below their centre) + 1, canal 100 (see the module docstring)."""
     labels = label_map.dataset_json_labels()
     out = np.zeros(classes.shape, dtype=np.uint16)
     out[classes == labels["spinal_canal"]] = SPIDER_CANAL
-    axis, sign = geometry.anatomical_axes()["superior_inferior"], geometry.superior_sign()
-    shape = [1] * classes.ndim
-    shape[axis] = classes.shape[axis]
-    height = np.broadcast_to((sign * np.arange(classes.shape[axis], dtype=np.float64)).reshape(shape), classes.shape)
-    structure = np.ones((3,) * classes.ndim, dtype=bool)
-
-    def components(class_index: int):
-        components_map, count = ndimage.label(classes == class_index, structure=structure)
-        heights = np.asarray(ndimage.mean(height, components_map, np.arange(1, count + 1)), dtype=np.float64)
-        return components_map, heights
-
-    vertebrae = separate_touching(classes == labels["vertebra"], geometry)
+    disc = classes == labels["disc"]
+    vertebrae = separate_vertebrae(classes == labels["vertebra"], disc, geometry)
     count = int(vertebrae.max(initial=0))
-    vertebra_heights = np.asarray(ndimage.mean(height, vertebrae, np.arange(1, count + 1)), dtype=np.float64)
     if count > SPIDER_MAX_LEVEL:
         raise ValueError(f"{count} vertebrae; SPIDER numbers at most {SPIDER_MAX_LEVEL}")
-    lookup = np.zeros(count + 1, dtype=np.uint16)
-    lookup[1 + np.argsort(vertebra_heights, kind="stable")] = np.arange(1, count + 1)
-    out[vertebrae > 0] = lookup[vertebrae[vertebrae > 0]]
-    discs, disc_heights = components(labels["disc"])
-    below = np.searchsorted(np.sort(vertebra_heights), disc_heights)  # vertebrae lower than each disc
-    disc_levels = np.minimum(below + 1, SPIDER_MAX_LEVEL)
+    out[vertebrae > 0] = vertebrae[vertebrae > 0]
+    height = _heights(classes.shape, geometry)
+    vertebra_heights = np.sort(np.asarray(ndimage.mean(height, vertebrae, np.arange(1, count + 1)), dtype=np.float64))
+    discs, disc_count = ndimage.label(disc, structure=np.ones((3,) * classes.ndim, dtype=bool))
+    disc_heights = np.asarray(ndimage.mean(height, discs, np.arange(1, disc_count + 1)), dtype=np.float64)
+    disc_levels = np.minimum(np.searchsorted(vertebra_heights, disc_heights) + 1, SPIDER_MAX_LEVEL)
     lookup = np.concatenate([[0], SPIDER_DISC_OFFSET + disc_levels]).astype(np.uint16)
     out[discs > 0] = lookup[discs[discs > 0]]
     return out

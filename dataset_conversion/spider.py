@@ -39,7 +39,7 @@ SERIES_NAME = re.compile(r"^(?P<pid>\d+)_(?P<seq>.+)$")
 SEQUENCE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 VALIDATION_SUBSET = "validation"
 TRAINING_SUBSET = "training"
-SEMANTIC_REVERSE_NOTE = ("approximate: vertebrae (separated where they touch) are numbered bottom-up 1, 2, ... "
+SEMANTIC_REVERSE_NOTE = ("approximate: vertebrae (separated between the discs) are numbered bottom-up 1, 2, ... "
                          "and each disc gets 200 + (number of vertebrae below it) + 1; partial vertebrae "
                          "(101-125) come back as full ones")
 LEVELS_REVERSE_NOTE = "exact: each class maps back to its SPIDER value (partial vertebrae merged into level k come back as k)"
@@ -185,8 +185,9 @@ def _convert_case(job: CaseJob, folder: Path) -> CaseResult:
     if not problems:
         unknown = payload.label_map.unknown_values(mask)
         if unknown:
+            hint = "; raise --max-level (max_level)" if payload.label_map.scheme == "spider-levels" else ""
             problems.append(Problem(str(first.mask), f"label values {unknown} have no class in the "
-                                    f"{payload.label_map.scheme!r} label map ({payload.label_map.notes})", job.case))
+                                    f"{payload.label_map.scheme!r} label map ({payload.label_map.notes}{hint})", job.case))
     raise_if_any(problems)
 
     classes = payload.label_map.encode(mask).astype(label_dtype(payload.label_map.num_classes + 1))

@@ -115,26 +115,22 @@ class CaseResult:
     label_values: Tuple[int, ...] = ()
 
 
-def _run_job(worker: Callable[[CaseJob, Path], CaseResult], folder: Path, job: CaseJob) -> CaseResult:
-    try:
-        return worker(job, folder)
-    except ProblemFound as e:
-        return CaseResult(job.case, job.subset, job.group,
-                          [Problem(p.file, p.message, p.case or job.case) for p in e.problems])
-
-
 def _init_worker() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 class _JobRunner:
-    """Picklable ``job -> result`` for ``Pool.imap``."""
+    """Picklable ``job -> result`` for ``Pool.imap``; a job's ``ProblemFound`` becomes its result."""
 
-    def __init__(self, worker, folder):
+    def __init__(self, worker: Callable[[CaseJob, Path], CaseResult], folder: Path):
         self.worker, self.folder = worker, folder
 
-    def __call__(self, job):
-        return _run_job(self.worker, self.folder, job)
+    def __call__(self, job: CaseJob) -> CaseResult:
+        try:
+            return self.worker(job, self.folder)
+        except ProblemFound as e:
+            return CaseResult(job.case, job.subset, job.group,
+                              [Problem(p.file, p.message, p.case or job.case) for p in e.problems])
 
 
 def run_jobs(worker: Callable[[CaseJob, Path], CaseResult], jobs: Sequence[CaseJob], folder: Path,

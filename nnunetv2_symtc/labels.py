@@ -369,7 +369,7 @@ def spider_semantic_map(partial: str = "vertebra") -> LabelMap:
                ("spinal_canal", (SPIDER_CANAL,)))
     return LabelMap("spider-semantic", classes, ignore, background,
                     notes=f"partially visible vertebrae (101-125): {partial}; mapped back approximately: "
-                          "vertebrae (separated where they touch) and discs are numbered bottom-up")
+                          "vertebrae (separated between the discs) and discs are numbered bottom-up")
 
 
 def spider_levels_map(max_level: int = SPIDER_MAX_LEVEL, partial: str = "level") -> LabelMap:

@@ -1,5 +1,6 @@
 """SSMSpine (.pt) and SPINEPS/BIDS conversion, including tptbox's real sample MRI, and nnU-Net's
 dataset integrity check on each result."""
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,11 @@ from nnunetv2_symtc.labels import SPINEPS_SEMANTIC_NAMES, spineps_semantic_map
 def _json(path: Path):
     with open(path) as f:
         return json.load(f)
+
+
+def _digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _verify(folder: Path) -> None:
@@ -58,6 +64,8 @@ def test_ssmspine_conversion_2d_layout_landmarks_folds(tmp_path):
     assert (folder / "landmarksTs" / "p90_aug0.npz").is_file()
     for split in _json(folder / "splits_final.json"):
         assert not {c.split("_")[0] for c in split["val"]} & {c.split("_")[0] for c in split["train"]}
+    again = convert_ssmspine(source, 41, image_key="img_corrected", raw_dir=tmp_path / "raw_again")
+    assert _digest(again) == _digest(folder)  # byte-identical re-run, landmark archives included
 
 
 def test_ssmspine_pickle_safety_and_bad_files(tmp_path, capsys):

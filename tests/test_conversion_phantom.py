@@ -52,16 +52,16 @@ def test_phantom_spider_levels_integrity_folds_and_round_trip(phantom_spider, tm
 
 
 def test_phantom_spider_semantic_reverse_numbers_levels(phantom_spider, tmp_path):
-    """Vertebrae touch in the phantom (facets), so numbering separates them first. With partial
-    vertebrae converted to background, every vertebra gets its SPIDER level (majority of its voxels,
-    >= 90% of all vertebra voxels: the facet contacts are ambiguous) and discs and canal are exact."""
-    folder = convert_spider(phantom_spider, 62, sequences=["t2"], partial="background", raw_dir=tmp_path)
+    """Vertebrae touch in the phantom (facets), so numbering separates them between the discs: every
+    vertebra (the partial top one merged in, coming back as a full one) gets its SPIDER level (majority
+    of its voxels, >= 90% of all vertebra voxels: facet contacts are ambiguous); discs and canal exact."""
+    folder = convert_spider(phantom_spider, 62, sequences=["t2"], raw_dir=tmp_path)
     written = map_to_source(folder, folder / "labelsTr", tmp_path / "back")
     assert len(written) == 5
     for path in written:
         back = read_image(path)[0]
         source = read_image(phantom_spider / "masks" / path.name)[0]
-        expected = np.where((source > SPIDER_PARTIAL_OFFSET) & (source < 200), 0, source)
+        expected = np.where((source > SPIDER_PARTIAL_OFFSET) & (source < 200), source - SPIDER_PARTIAL_OFFSET, source)
         assert sorted(np.unique(back).tolist()) == sorted(np.unique(expected).tolist()), path.name
         not_vertebra = (expected >= 100) | (expected == 0)
         assert np.array_equal(back[not_vertebra], expected[not_vertebra]), path.name

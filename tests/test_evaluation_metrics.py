@@ -116,6 +116,8 @@ def test_symtc_compat_hd95_is_in_voxels():
     m = M.case_metrics(ref, pred, (4.0, 0.5, 0.5), symtc_compat=True)["1"]
     assert m["HD95_symtc_px"] == pytest.approx(medpy_binary.hd95(pred == 1, ref == 1), abs=1e-9)
     assert m["HD95"] != pytest.approx(m["HD95_symtc_px"])
+    with pytest.raises(ValueError, match="SymTC-compat"):
+        M.case_metrics(ref, pred, (4.0, 0.5, 0.5), symtc_compat=True, distances=False)
 
 
 def tptbox_vertebra_mask():

@@ -358,3 +358,17 @@ def test_spider_values_agree_with_the_phantom(phantom):
     assert (spider[full] == truth[full]).mean() > 0.97  # endplates: nearest vertebra vs. their owner
     assert np.array_equal(spider[discs], truth[discs])
     assert np.array_equal(spider == 100, truth == 100)
+
+
+def test_postprocess_output_is_on_the_semantic_grid(tptbox_sample, tmp_path):
+    _, semantic, instance, geometry = tptbox_sample
+    stripped = np.where(instance < SPINEPS_DISC_OFFSET, instance, 0).astype(np.uint8)
+    for name, array in (("semantic", semantic), ("vertebrae", stripped), ("truth", instance)):
+        sitk.WriteImage(sitk.DICOMOrient(to_sitk(array, geometry), "LPS"), str(tmp_path / f"{name}.nii.gz"))
+    assert main(["postprocess", "--semantic", str(tmp_path / "semantic.nii.gz"), "--instances",
+                 str(tmp_path / "vertebrae.nii.gz"), "-o", str(tmp_path / "out.nii.gz")]) == 0
+    out, out_geometry = read_image(tmp_path / "out.nii.gz")
+    truth, truth_geometry = read_image(tmp_path / "truth.nii.gz")
+    assert out_geometry.orientation == "LPS" and out.shape == truth.shape
+    assert np.allclose(out_geometry.origin_xyz, truth_geometry.origin_xyz)
+    assert (out == truth).mean() > 0.999

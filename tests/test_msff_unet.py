@@ -98,3 +98,12 @@ def test_residual_encoder_unet_is_supported():
     assert [tuple(o.shape) for o in outputs] == [(1, 2, 16, 16), (1, 2, 8, 8)]
     with pytest.raises(TypeError, match="encoder/decoder"):
         MSFFUNet(nn.Conv2d(1, 1, 1))
+
+
+@pytest.mark.parametrize("norm", [dict(norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": False}), dict()])
+def test_identity_at_init_without_an_affine_norm(norm):
+    msff = MultiScaleFeatureFusion(8, nn.Conv3d, 3, **norm)
+    x = torch.randn(1, 8, 4, 5, 3)
+    assert torch.equal(msff(x), x)
+    msff(x).sum().backward()
+    assert all(p.grad is not None for p in msff.parameters())

@@ -42,6 +42,9 @@ def test_determinism_and_variation(tiny):
         np.testing.assert_array_equal(again.images[seq], tiny.images[seq])
     np.testing.assert_array_equal(again.vert_mask, tiny.vert_mask)
     assert again.geometry == tiny.geometry
+    # A sequence's image does not depend on which other sequences are rendered.
+    np.testing.assert_array_equal(generate_subject(5, PhantomConfig.tiny(sequences=("t2",))).images["t2"],
+                                  tiny.images["t2"])
     other = generate_subject(6, PhantomConfig.tiny())
     assert other.vert_mask.shape != tiny.vert_mask.shape or not np.array_equal(other.vert_mask, tiny.vert_mask)
 
@@ -277,12 +280,14 @@ def test_ssmspine_sample_and_writer(tmp_path):
             assert points[4, 0] > points[0, 0]  # ... and runs posterior along the upper edge first
     np.testing.assert_array_equal(sample["shape"][:6 * 236], sample["bone"].reshape(-1, 2))
 
-    write_ssmspine(tmp_path, 5, augs=2, seed=1)
+    assert not np.array_equal(generate_ssmspine_sample(0, 0, 1)["label"], label[None])  # augs vary the shape
+
+    write_ssmspine(tmp_path, 5, augs=1, seed=1)
     assert sorted(p.name for p in (tmp_path / "Train").iterdir()) == ["p0", "p1", "p2", "p3"]
     assert sorted(p.name for p in (tmp_path / "Test").iterdir()) == ["p4"]
-    a0 = torch.load(tmp_path / "Train" / "p0" / "aug0.pt")
-    a1 = torch.load(tmp_path / "Train" / "p0" / "aug1.pt")
-    assert set(a0) == set(shapes) and not torch.equal(a0["label"], a1["label"])
+    loaded = torch.load(tmp_path / "Test" / "p4" / "aug0.pt")
+    assert {k: tuple(v.shape) for k, v in loaded.items()} == shapes
+    assert loaded["label"].dtype == torch.int64 and loaded["img"].dtype == torch.float32
 
 
 def test_cli_writes_each_format(tmp_path):

@@ -30,7 +30,12 @@ def one_training_step(trainer_name: str, ds, plans: str):
     assert trainer_class.__module__.startswith("nnunetv2_symtc.trainers")
     trainer = get_trainer_from_args(str(ds.dataset_id), ds.configuration, 0, trainer_name, plans, device=CPU)
     trainer.on_train_start()
-    batch = next(trainer.dataloader_train)
+    try:
+        batch = next(trainer.dataloader_train)
+    finally:  # stop the augmentation workers (what on_train_end does, without writing a checkpoint)
+        for loader in (trainer.dataloader_train, trainer.dataloader_val):
+            if hasattr(loader, "_finish"):
+                loader._finish()
     before = {name: p.detach().clone() for name, p in trainer.network.named_parameters()}
     result = trainer.train_step(batch)
     assert np.isfinite(result["loss"])

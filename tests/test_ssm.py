@@ -19,7 +19,7 @@ from nnunetv2_symtc.augmentation.ssm import (LANDMARKS_FOLDER, MODELS_FILE, SSMA
 from nnunetv2_symtc.augmentation.warp import ThinPlateSpline, backward_map, warp_image, warp_labels
 from nnunetv2_symtc.dataset_conversion.writer import direction_for
 from nnunetv2_symtc.io import CANONICAL_ORIENTATION, Geometry, write_image
-from nnunetv2_symtc.labels import ssmspine_map
+from nnunetv2_symtc.labels import spider_levels_map, ssmspine_map
 
 LABELS = ssmspine_map().dataset_json_labels()
 LAYOUT = spine_layout(LABELS)
@@ -88,6 +88,15 @@ def test_layout_orders_structures_by_level_not_by_class_number():
     assert LAYOUT.disc_neighbours == tuple((i, i + 1) for i in range(5))
     with pytest.raises(ValueError, match="fewer than two vertebrae"):
         spine_layout({"background": 0, "disc": 1, "canal": 2})
+
+
+def test_layout_of_spider_levels_scheme_counts_from_the_bottom():
+    label_map = spider_levels_map(max_level=3)  # names vertebra_1.. carry no level tokens
+    layout = spine_layout(label_map.dataset_json_labels(), label_map)
+    source = {i: values[0] for i, (_, values) in enumerate(label_map.classes, start=1)}
+    assert [source[s.class_id] for s in layout.vertebrae] == [3, 2, 1]  # SPIDER level 1 is the lowest
+    assert [source[s.class_id] for s in layout.discs] == [203, 202, 201]
+    assert layout.disc_neighbours == ((0, 1), (1, 2), None)  # disc 201 lies below vertebra 1 (unmodelled sacrum)
 
 
 def test_canonical_contour_ignores_start_point_orientation_and_sampling():
@@ -267,8 +276,8 @@ def write_raw_dataset(raw: Path, dataset_id: int, with_landmarks: bool = False, 
     image, label = synthetic_spine(99)
     write_image(folder / "imagesTs" / "pZ_aug0_0000.nii.gz", image[None], geometry)
     write_image(folder / "labelsTs" / "pZ_aug0.nii.gz", label[None], geometry)
-    splits = [{"train": [c for c in cases if c[:2] in ("pC", "pD")], "val": [c for c in cases if c[:2] in ("pA", "pB")]},
-              {"train": [c for c in cases if c[:2] in ("pA", "pB")], "val": [c for c in cases if c[:2] in ("pC", "pD")]}]
+    first, second = [c for c in cases if c[:2] in ("pA", "pB")], [c for c in cases if c[:2] in ("pC", "pD")]
+    splits = [{"train": second, "val": first}, {"train": first, "val": second}]
     (folder / "splits_final.json").write_text(json.dumps(splits))
     ssmspine_map().save(folder / "label_map.json")
     (folder / "dataset.json").write_text(json.dumps({
@@ -317,11 +326,6 @@ def test_augmented_dataset_counts_splits_and_models(augmented):
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # temp folder gone
 
 
-def test_augmented_dataset_passes_nnunet_integrity_check(augmented):
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-    verify_dataset_integrity(str(augmented[1]), num_processes=1)
-
-
 def test_generated_cases_match_their_landmarks(augmented):
     from nnunetv2_symtc.io import read_image
     target = augmented[1]
@@ -361,3 +365,45 @@ def test_three_d_data_is_refused(nnunet_dirs):
     with pytest.raises(ValueError, match="3D volumes are not supported"):
         ssm_augment_dataset(865, 866, SSMAugmentConfig(shapes=1))
     assert not list(Path(os.environ["nnUNet_raw"]).glob("Dataset866_*"))
+
+
+# --------------------------------------------------------------------------------------------
+# end to end: phantom (SSMSpine format) -> converter -> ssm-augment
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def phantom_augmented(nnunet_dirs, tmp_path_factory):
+    """Four phantom patients x one 512x512 slice (three train, one test; 3 folds), converted by the
+    SSMSpine converter (stored landmarks), expanded with one shape per case and fold via the CLI."""
+    from nnunetv2_symtc.cli import main
+    from nnunetv2_symtc.dataset_conversion.ssmspine import convert_ssmspine
+    from nnunetv2_symtc.phantom import write_ssmspine
+
+    root = write_ssmspine(tmp_path_factory.mktemp("phantom_ssmspine"), 4, augs=1, seed=3)
+    source = convert_ssmspine(root, 867)
+    assert main(["ssm-augment", "-d", "867", "-o", "868", "--shapes", "1", "--seed", "1"]) == 0
+    return Path(source), next(Path(os.environ["nnUNet_raw"]).glob("Dataset868_*"))
+
+
+def test_phantom_run_passes_nnunet_integrity_check(phantom_augmented):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    source, target = phantom_augmented
+    verify_dataset_integrity(str(target), num_processes=1)
+    splits = json.loads((source / "splits_final.json").read_text())
+    dataset_json = json.loads((target / "dataset.json").read_text())
+    assert dataset_json["numTraining"] == 3 + sum(len(s["train"]) for s in splits)
+
+
+def test_phantom_warps_follow_stored_landmark_shapes(phantom_augmented):
+    from nnunetv2_symtc.io import read_image
+    source, target = phantom_augmented
+    layout = LAYOUT.with_points(236, 176)  # the converter stores SSMSpine's contour sizes
+    generated = sorted(p.name[:-len(".nii.gz")] for p in (target / "labelsTr").iterdir() if "_ssmf" in p.name)
+    assert generated
+    for name in generated:
+        label = read_image(target / "labelsTr" / f"{name}.nii.gz")[0][0]
+        with np.load(target / LANDMARKS_FOLDER / f"{name}.npz") as data:
+            stored = np.concatenate([data["bone"].reshape(-1, 2), data["disk"].reshape(-1, 2)]).astype(float)
+        error = np.linalg.norm(extract_landmarks(label, layout) - canonical_shape(stored, layout), axis=1)
+        assert error.mean() <= 1.5, name
+        centroids = structure_centroids(label, layout)
+        assert not np.isnan(centroids).any() and np.all(np.diff(centroids[:6, 0]) > 0)

@@ -49,7 +49,7 @@ def results_folder(trainer: str, configuration: str, dataset) -> Path:
 
 def run_nnunet_paths(dataset, configuration: str, tmp_path: Path) -> None:
     trainer = "SymTCTrainer_tiny"
-    run_training(dataset.dataset_id, configuration, 0, trainer, PLANS, export_validation_probabilities=True,
+    run_training(str(dataset.dataset_id), configuration, 0, trainer, PLANS, export_validation_probabilities=True,
                  device=CPU)
     fold0 = results_folder(trainer, configuration, dataset) / "fold_0"
     assert (fold0 / "checkpoint_final.pth").is_file()
@@ -59,11 +59,11 @@ def run_nnunet_paths(dataset, configuration: str, tmp_path: Path) -> None:
     assert embed.dim() == (4 if configuration == "2d" else 5)   # SymTC (Conv2d) or SymTC3D (Conv3d)
 
     # --c: continue from the final checkpoint (strict load into a freshly built network).
-    run_training(dataset.dataset_id, configuration, 0, trainer, PLANS, continue_training=True, device=CPU)
+    run_training(str(dataset.dataset_id), configuration, 0, trainer, PLANS, continue_training=True, device=CPU)
     # --val --npz: validation only, with probabilities for find_best_configuration.
     for npz in (fold0 / "validation").glob("*.npz"):
         npz.unlink()
-    run_training(dataset.dataset_id, configuration, 0, trainer, PLANS, only_run_validation=True,
+    run_training(str(dataset.dataset_id), configuration, 0, trainer, PLANS, only_run_validation=True,
                  export_validation_probabilities=True, device=CPU)
     assert list((fold0 / "validation").glob("*.npz"))
     assert "foreground_mean" in load_json(fold0 / "validation" / "summary.json")
@@ -92,7 +92,7 @@ def run_nnunet_paths(dataset, configuration: str, tmp_path: Path) -> None:
     assert json.loads(inference.read_text())["best_model_or_ensemble"]["selected_model_or_models"][0]["trainer"] == trainer
 
     # -pretrained_weights: fold 1 starts from fold 0's weights.
-    run_training(dataset.dataset_id, configuration, 1, trainer, PLANS, pretrained_weights=str(fold0 / "checkpoint_final.pth"),
+    run_training(str(dataset.dataset_id), configuration, 1, trainer, PLANS, pretrained_weights=str(fold0 / "checkpoint_final.pth"),
                  device=CPU)
     assert (fold0.parent / "fold_1" / "checkpoint_final.pth").is_file()
 
@@ -168,7 +168,7 @@ def test_fine_tune_from_imported_reference_checkpoint(tiny_dataset_2d, symtc_pla
         assert symtc_main(["import-checkpoint", "--reference", str(tmp_path / "best.pth"),
                            "-o", str(tmp_path / "imported.pth")]) == 0
     (tmp_path / "best.pth").unlink()
-    run_training(tiny_dataset_2d.dataset_id, "2d", 0, "SymTCTrainer_paper_tiny", PLANS,
+    run_training(str(tiny_dataset_2d.dataset_id), "2d", 0, "SymTCTrainer_paper_tiny", PLANS,
                  pretrained_weights=str(tmp_path / "imported.pth"), device=CPU)
     fold0 = results_folder("SymTCTrainer_paper_tiny", "2d", tiny_dataset_2d) / "fold_0"
     weights = torch.load(fold0 / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]

@@ -43,6 +43,10 @@ class SymTCTrainer(AnatomicalAugmentationMixin, nnUNetTrainer):
         return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
                                       num_output_channels, enable_deep_supervision, width="paper")
 
+    def set_deep_supervision_enabled(self, enabled: bool):
+        # nnU-Net re-enables deep supervision after its final validation; only DS variants have heads.
+        super().set_deep_supervision_enabled(enabled and self.enable_deep_supervision)
+
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(adamw_param_groups(self.network, self.weight_decay), lr=self.initial_lr)
         clip_gradients_before_step(optimizer, self.network.parameters(), self.max_grad_norm)

@@ -21,13 +21,13 @@ def register(subparsers) -> None:
                         help="files are instance masks: add PQ/SQ/RQ, Dice variants and per-instance rows")
     parser.add_argument("--assd", choices=("pooled", "mean_of_directed_means"), default="pooled",
                         help="ASSD definition: pooled mean (medpy >= 0.5) or mean of the two directed means")
-    parser.add_argument("--symtc-compat", action="store_true",
+    parser.add_argument("--symtc_compat", action="store_true",
                         help="also report HD95_symtc_px (voxel units, 0 when a mask is empty) and Dice_symtc "
                              "(1 when both are empty), only for comparison with the SymTC paper")
-    parser.add_argument("--spider-array-spacing", action="store_true",
+    parser.add_argument("--spider_array_spacing", action="store_true",
                         help="with --scheme spider: use the spacing in array order for ASD instead of "
                              "reproducing the official script's (x, y, z) order")
-    parser.add_argument("--no-distances", action="store_true", help="skip HD95/ASSD (overlap metrics only)")
+    parser.add_argument("--no_distances", action="store_true", help="skip HD95/ASSD (overlap metrics only)")
     parser.add_argument("--overlays", type=int, default=0, metavar="K",
                         help="write PNGs of the K cases with the lowest mean Dice to OUT/worst_cases")
     parser.add_argument("-np", type=int, default=1, help="number of processes (cases run in parallel)")

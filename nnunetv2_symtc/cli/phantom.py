@@ -33,7 +33,9 @@ def run(args) -> int:
         write_ssmspine(args.output, args.n, augs=args.augs, seed=args.seed, progress=True)
         print(f"wrote {args.n} SSMSpine patients x {args.augs} augs to {args.output}")
         return 0
-    config = PhantomConfig.tiny() if args.tiny else PhantomConfig()
+    # Render only what is written: SPINEPS takes T2w; t2_SPACE is rendered on its own grid later.
+    native = ("t2",) if args.format == "spineps" else tuple(s for s in args.sequences if s != "t2_SPACE") or ("t2",)
+    config = PhantomConfig.tiny(sequences=native) if args.tiny else PhantomConfig(sequences=native)
     n_validation = max(1, int(round(args.validation_fraction * args.n))) if args.n > 1 and args.validation_fraction > 0 else 0
     for k in tqdm(range(args.n), desc=f"phantom {args.format}", unit="subject"):
         subject = generate_subject(args.seed + k, config)

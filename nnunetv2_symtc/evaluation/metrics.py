@@ -185,6 +185,8 @@ def case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Spacing
     """
     if assd_definition not in ASSD_DEFINITIONS:
         raise ValueError(f"unknown ASSD definition {assd_definition!r}; choose one of {ASSD_DEFINITIONS}")
+    if symtc_compat and not distances:
+        raise ValueError("SymTC-compat metrics include HD95_symtc_px, so they need distances enabled")
     reference = _check_labels(np.asarray(reference), "reference")
     prediction = _check_labels(np.asarray(prediction), "prediction")
     if reference.shape != prediction.shape:

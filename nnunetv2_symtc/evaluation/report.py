@@ -135,6 +135,12 @@ class EvaluationOptions:
     symtc_compat: bool = False
     spider_official_spacing: bool = True
 
+    def __post_init__(self):
+        if self.symtc_compat and not self.distances:
+            raise ValueError("SymTC-compat metrics include HD95_symtc_px, so they need distances enabled")
+        if self.assd_definition not in M.ASSD_DEFINITIONS:
+            raise ValueError(f"unknown ASSD definition {self.assd_definition!r}; choose one of {M.ASSD_DEFINITIONS}")
+
 
 def evaluate_case(reference_file, prediction_file, options: EvaluationOptions) -> dict:
     """One ``metric_per_case`` entry: files, spacing (array order, mm), metrics (+ instances, spider)."""

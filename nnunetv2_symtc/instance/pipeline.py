@@ -243,7 +243,7 @@ class TwoPhasePredictor:
                 probabilities, settings.num_processes_segmentation_export)
         return [predictor.predict_single_npy_array(a, dict(properties), None, None, probabilities) for a in arrays]
 
-    def semantic_probabilities(self, case: InputCase) -> Tuple[np.ndarray, np.ndarray]:
+    def semantic_prediction(self, case: InputCase) -> Tuple[np.ndarray, np.ndarray]:
         """Phase 1: nnU-Net classes ``(z, y, x)`` and probabilities ``(K, z, y, x)``, averaged over the
         semantic models (one model: nnU-Net's own segmentation)."""
         self.load_models()
@@ -283,7 +283,7 @@ class TwoPhasePredictor:
                      save_probabilities: bool = False) -> CaseOutput:
         timings = {}
         start = time.perf_counter()
-        classes, probabilities = self.semantic_probabilities(case)
+        classes, probabilities = self.semantic_prediction(case)
         timings["phase1_s"] = time.perf_counter() - start
         start = time.perf_counter()
         spacing = case.geometry.spacing_zyx

@@ -8,6 +8,7 @@ from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from nnunetv2_symtc.networks.attention import AttentionLayer, grid_positions
@@ -81,11 +82,16 @@ class SpatialContrastNorm(nn.Module):
 
 class ConvPath(nn.Module):
     """SymTC's CNN path: Conv(k, s) → GN → LReLU → 1×1 conv → GN → LReLU → 3×3 conv, plus a
-    residual Conv(k, s); hidden width ``2·max(Cin, Cout)``."""
+    residual Conv(k, s); hidden width ``2·max(Cin, Cout)``.
+
+    ``checkpoint=True`` recomputes the hidden maps in the backward pass instead of storing them
+    (used at full resolution, where they are the largest activations of the network).
+    """
 
     def __init__(self, dim: int, in_channels: int, out_channels: int, kernel_size: Sequence[int],
-                 stride: Sequence[int]):
+                 stride: Sequence[int], checkpoint: bool = False):
         super().__init__()
+        self.checkpoint = checkpoint
         hidden = 2 * max(in_channels, out_channels)
         self.body = nn.Sequential(conv(dim, in_channels, hidden, kernel_size, stride), norm_act(),
                                   conv(dim, hidden, hidden, (1,) * dim), norm_act(),
@@ -93,7 +99,11 @@ class ConvPath(nn.Module):
         self.residual = conv(dim, in_channels, out_channels, kernel_size, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + self.residual(x)
+        if self.checkpoint and torch.is_grad_enabled():
+            body = torch.utils.checkpoint.checkpoint(self.body, x, use_reentrant=False)
+        else:
+            body = self.body(x)
+        return body + self.residual(x)
 
 
 class AttentionPath(nn.Module):
@@ -129,10 +139,10 @@ class SymTCBlock(nn.Module):
 
     def __init__(self, dim: int, in_channels: int, out_channels: int, kernel_size: Sequence[int],
                  stride: Sequence[int], patch_size: Sequence[int], embed_dim: int, num_heads: int,
-                 num_layers: int, alpha: float, contrast_norm: bool = False):
+                 num_layers: int, alpha: float, contrast_norm: bool = False, checkpoint_cnn: bool = False):
         super().__init__()
         self.input_norm = SpatialContrastNorm() if contrast_norm else nn.Identity()
-        self.cnn = ConvPath(dim, in_channels, out_channels, kernel_size, stride)
+        self.cnn = ConvPath(dim, in_channels, out_channels, kernel_size, stride, checkpoint_cnn)
         self.attention = AttentionPath(dim, in_channels, out_channels, patch_size, embed_dim, num_heads,
                                        num_layers, alpha)
         self.out = norm_act()

@@ -82,7 +82,8 @@ class MultiScaleFeatureFusion(nn.Module):
 
     def reset_residual(self) -> None:
         """Zero the output scale so the module is the identity (``x + 0``)."""
-        last = self.project[1] if not isinstance(self.project[1], nn.Identity) else self.project[0]
+        conv, norm = self.project
+        last = norm if getattr(norm, "weight", None) is not None else conv  # no norm, or a non-affine one
         nn.init.zeros_(last.weight)
         if last.bias is not None:
             nn.init.zeros_(last.bias)

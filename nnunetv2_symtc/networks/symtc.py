@@ -13,7 +13,9 @@ Layout (channels ``c0, c1, c2``; level strides ``s1, s2`` per axis; ``f = s1·s2
     decoder.M0 (T1b + T0a) → T0b c0→c0 k5 patch f
     decoder.head (GN, 5×5 conv, LReLU) → decoder.seg_layers.0 (3×3 conv to the classes)
 
-Every attention path therefore sees a grid of ``side / f`` tokens per axis. Every layer whose
+Every attention path therefore sees a grid of ``side / f`` tokens per axis. While gradients are
+recorded, attention layers and the full-resolution CNN paths (T0a, T0b) are recomputed in the
+backward pass rather than stored (same math; the peak memory of training at 512² roughly halves). Every layer whose
 shape depends on the number of classes is in ``decoder.seg_layers`` (nnU-Net's
 ``-pretrained_weights`` skips those). With ``deep_supervision_heads=True`` two 1×1 heads
 (``seg_layers.1`` on T1b at 1/s1, ``seg_layers.2`` on T2b at 1/f) are added; whether they are
@@ -97,7 +99,8 @@ class _SymTCBase(nn.Module):
         one = (1,) * d
 
         self.encoder = nn.ModuleDict(dict(
-            T0a=SymTCBlock(d, input_channels, c0, k_full, one, f, num_layers=n0, contrast_norm=True, **width),
+            T0a=SymTCBlock(d, input_channels, c0, k_full, one, f, num_layers=n0, contrast_norm=True,
+                           checkpoint_cnn=True, **width),
             T1a=SymTCBlock(d, c0, c1, k_full, s1, f, num_layers=n1, **width),
             T2a=SymTCBlock(d, c1, c2, k_mid, s2, s2, num_layers=n2, **width),
             T3a=SymTCBlock(d, c2, c2, k_low, one, one, num_layers=n3, **width),
@@ -111,7 +114,7 @@ class _SymTCBase(nn.Module):
             M1=MergeLayer(d, c1, c1, c1),
             T1b=SymTCBlock(d, c1, c0, k_mid, one, s2, num_layers=n2, **width),
             M0=MergeLayer(d, c0, c0, c0),
-            T0b=SymTCBlock(d, c0, c0, k_full, one, f, num_layers=n0, **width),
+            T0b=SymTCBlock(d, c0, c0, k_full, one, f, num_layers=n0, checkpoint_cnn=True, **width),
             head=HeadStem(d, c0),
         ), seg_layers)
         self.decoder.deep_supervision = deep_supervision

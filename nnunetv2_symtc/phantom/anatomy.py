@@ -335,10 +335,9 @@ class _Painter:
     def keep_largest_bone_parts(self) -> None:
         """Drop the labels of bone fragments that the voxel grid cut off from their vertebra
         (face-connected components other than the largest, per vertebra)."""
-        for vid in np.unique(self.bone_id):
-            if vid == 0:
+        for vid, box in enumerate(ndimage.find_objects(self.bone_id), start=1):
+            if box is None:
                 continue
-            box = ndimage.find_objects((self.bone_id == vid).astype(np.uint8))[0]
             components, n = ndimage.label(self.bone_id[box] == vid)
             if n < 2:
                 continue

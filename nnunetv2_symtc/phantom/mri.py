@@ -113,6 +113,6 @@ def render(raster: A.Rasterised, anatomy: A.SpineAnatomy, sequence: str, spacing
         image *= bias_field(rng, image.shape, spacing_zyx, bias)
     if noise > 0:
         sigma = noise * SIGNAL_SCALE
-        image = np.hypot(image + rng.normal(0.0, sigma, image.shape).astype(np.float32),
-                         rng.normal(0.0, sigma, image.shape).astype(np.float32))
+        real = image + np.float32(sigma) * rng.standard_normal(image.shape, dtype=np.float32)
+        image = np.hypot(real, np.float32(sigma) * rng.standard_normal(image.shape, dtype=np.float32))
     return image.astype(np.float32)

@@ -12,6 +12,10 @@ from nnunetv2_symtc.phantom import anatomy as A
 from nnunetv2_symtc.phantom import mri
 
 
+_SEED_SALT = 20261122
+"""Mixed into every generator seed so that phantom streams differ from other uses of the same seed."""
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
     """How to draw phantom subjects.
@@ -23,7 +27,11 @@ class PhantomConfig:
     height follows the anatomy: the top edge cuts ``cut_vertebra`` (default T12 if ``include_t12``
     else L1; vertebrae above it are outside), and the bottom edge lies below the sacral tip
     (``full_sacrum``) or 25–35 mm below the S1 endplate. L5, every disc from the one below the cut
-    vertebra to L5/S1 and (with ``full_sacrum``) the sacrum are always fully in view.
+    vertebra to L5/S1 and (with ``full_sacrum``) the sacrum are always fully in view; the cut
+    vertebra is the only partial one. ``sequences`` are rendered at generation (others on demand
+    by the writers); ``supersample`` (odd) sub-slices per thick slice give the partial-volume
+    effect; ``noise`` is the Rician noise level relative to the brightest tissue, ``bias`` the
+    bias-field strength; ``pose_deg`` bounds the random sagittal tilt of the spine.
     """
 
     spacing_zyx: Optional[Tuple[float, float, float]] = None
@@ -149,12 +157,16 @@ def field_of_view(anatomy: A.SpineAnatomy, config: PhantomConfig, spacing_zyx, r
 
 
 def render_subject(anatomy: A.SpineAnatomy, config: PhantomConfig, geometry: Geometry, shape,
-                   sequences, rng: np.random.Generator):
-    """Rasterise and render: (images, raster)."""
+                   sequences, seed_key: Tuple[int, ...]):
+    """Rasterise and render: (images, raster). Each sequence draws its contrast jitter, bias and
+    noise from its own generator (``seed_key`` + the sequence's index), so an image does not
+    depend on which other sequences are rendered."""
     first_bone = next(i for i, b in enumerate(anatomy.bones) if b.vertebra_id == config.top_vertebra)
     raster = A.rasterise(anatomy, geometry, shape, config.supersample, first_bone=first_bone)
-    images = {seq: mri.render(raster, anatomy, seq, geometry.spacing_zyx, rng, config.noise, config.bias)
-              for seq in sequences}
+    images = {}
+    for seq in sequences:
+        rng = np.random.default_rng(list(seed_key) + [mri.SEQUENCES.index(seq)])
+        images[seq] = mri.render(raster, anatomy, seq, geometry.spacing_zyx, rng, config.noise, config.bias)
     return images, raster
 
 
@@ -167,12 +179,12 @@ def _edge_ids(vert_mask: np.ndarray) -> Tuple[int, ...]:
 
 def generate_subject(seed: int, config: PhantomConfig = PhantomConfig()) -> PhantomSubject:
     """Draw one subject deterministically from ``seed``: anatomy, field of view, images, labels."""
-    rng = np.random.default_rng([int(seed), 20261122])
+    rng = np.random.default_rng([int(seed), _SEED_SALT])
     anatomy = A.sample_anatomy(rng, config.pose_deg)
     spacing = _spacing(config, rng)
     origin, shape = field_of_view(anatomy, config, spacing, rng)
     geometry = A.pir_geometry(spacing, origin)
-    images, raster = render_subject(anatomy, config, geometry, shape, config.sequences, rng)
+    images, raster = render_subject(anatomy, config, geometry, shape, config.sequences, (int(seed), _SEED_SALT, 0))
     present = set(int(v) for v in np.unique(raster.vert) if 0 < v < L.SPINEPS_DISC_OFFSET)
     order = [b.vertebra_id for b in anatomy.bones if b.sacral_index <= 0]
     vertebra_ids = tuple(v for v in order if v in present)
@@ -188,7 +200,8 @@ def generate_subject(seed: int, config: PhantomConfig = PhantomConfig()) -> Phan
 
 def on_grid(subject: PhantomSubject, spacing_zyx, sequences=("t2",), seed_offset: int = 1) -> PhantomSubject:
     """The same anatomy on another PIR grid covering the same field of view (e.g. t2_SPACE at
-    near-isotropic spacing): new images and labels, same world positions."""
+    near-isotropic spacing): new images and labels, same world positions. ``seed_offset=0`` on
+    the subject's own spacing reproduces exactly what ``generate_subject`` renders."""
     old = subject.geometry
     extent = [(n - 1) * s for n, s in zip(subject.shape, old.spacing_zyx)]
     shape = tuple(int(round(e / s)) + 1 for e, s in zip(extent, spacing_zyx))
@@ -198,8 +211,8 @@ def on_grid(subject: PhantomSubject, spacing_zyx, sequences=("t2",), seed_offset
     origin = (ox + dx, oy, oz)
     geometry = A.pir_geometry(spacing_zyx, origin)
     config = replace(subject.config, supersample=1 if spacing_zyx[0] <= 1.5 else subject.config.supersample)
-    rng = np.random.default_rng([subject.seed, 20261122, seed_offset])
-    images, raster = render_subject(subject.anatomy, config, geometry, shape, sequences, rng)
+    images, raster = render_subject(subject.anatomy, config, geometry, shape, sequences,
+                                    (subject.seed, _SEED_SALT, seed_offset))
     return PhantomSubject(images=images, spine_mask=raster.spine, vert_mask=raster.vert, geometry=geometry,
                           vertebra_ids=subject.vertebra_ids, partial_ids=_edge_ids(raster.vert),
                           body_centres=subject.body_centres, anatomy=subject.anatomy, config=config,

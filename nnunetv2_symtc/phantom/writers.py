@@ -36,7 +36,7 @@ def _sequence_view(subject: PhantomSubject, sequence: str) -> PhantomSubject:
     if sequence == "t2_SPACE":
         return on_grid(subject, T2_SPACE_SPACING_ZYX, ("t2_SPACE",), seed_offset=2)
     if sequence not in subject.images:
-        return on_grid(subject, subject.geometry.spacing_zyx, (sequence,), seed_offset=3)
+        return on_grid(subject, subject.geometry.spacing_zyx, (sequence,), seed_offset=0)
     return subject
 
 

@@ -5,13 +5,15 @@ per-axis total stride (16 in 2D; ``symtc3d_geometry`` in 3D) with at most 32 tok
 3D, and (b) far more memory per sample. ``plan_symtc`` copies a plans file to a new identifier
 (default ``nnUNetPlans_SymTC``), keeps the preprocessed data (same ``data_identifier``), and per
 configuration rounds the patch to SymTC's constraints and picks the largest batch (≥ 2 when
-possible, shrinking the patch otherwise) whose estimated training memory fits the GPU budget.
+possible, shrinking the patch otherwise; at most nnU-Net's own batch, which nnU-Net caps at 5% of
+the dataset) whose estimated training memory fits the GPU budget.
 
 Train with ``nnUNetv2_train D 2d 0 -tr SymTCTrainer -p nnUNetPlans_SymTC``.
 """
 import json
 import math
 from copy import deepcopy
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -74,23 +76,27 @@ def estimate_training_memory(patch_size: Sequence[int], spacing: Sequence[float]
                 + 3 * c0 * full + 4 * num_classes * full)
     recompute = 60 * e * tokens
     activations = batch_size * (elements * ACTIVATION_OVERHEAD + recompute) * bytes_per_activation
-    return activations + _parameter_count(patch_size, spacing, num_classes, width, input_channels) * 16
+    patch, spacing = tuple(symtc_patch_size(patch_size, spacing)), tuple(float(s) for s in spacing)
+    return activations + _parameter_count(patch, spacing, num_classes, width, input_channels) * 16
 
 
-def _parameter_count(patch_size, spacing, num_classes, width, input_channels) -> int:
+@lru_cache(maxsize=256)
+def _parameter_count(patch_size: tuple, spacing: tuple, num_classes: int, width: str, input_channels: int) -> int:
     import torch
 
     from nnunetv2_symtc.networks.from_plans import build_symtc
 
     with torch.device("meta"):
-        network = build_symtc(symtc_patch_size(patch_size, spacing), spacing, input_channels, num_classes, width)
+        network = build_symtc(patch_size, spacing, input_channels, num_classes, width)
     return sum(p.numel() for p in network.parameters())
 
 
 def fit_configuration(patch_size: Sequence[int], spacing: Sequence[float], num_classes: int,
-                      gpu_memory_gib: float, width: str = "paper", input_channels: int = 1) -> Dict:
+                      gpu_memory_gib: float, width: str = "paper", input_channels: int = 1,
+                      max_batch_size: int = 64) -> Dict:
     """Patch (valid for SymTC) and batch size that fit ``gpu_memory_gib``: batch ≥ 2 if the patch
-    can be shrunk (largest-token axis first) to allow it, else batch 1 at the largest fitting patch."""
+    can be shrunk (largest-token axis first) to allow it, else batch 1 at the largest fitting patch;
+    never more than ``max_batch_size`` (``plan_symtc`` passes nnU-Net's own, dataset-capped batch)."""
     budget = gpu_memory_gib * GIB
     patch = symtc_patch_size(patch_size, spacing)
     stride = symtc_total_stride(patch, spacing)
@@ -101,8 +107,8 @@ def fit_configuration(patch_size: Sequence[int], spacing: Sequence[float], num_c
     while memory(patch, 2) > budget and max(p // f for p, f in zip(patch, stride)) > 1:
         axis = max(range(len(patch)), key=lambda a: patch[a] // stride[a])
         patch[axis] -= stride[axis]
-    batch = 2 if memory(patch, 2) <= budget else 1
-    while memory(patch, batch + 1) <= budget and batch < 64:
+    batch = min(max_batch_size, 2 if memory(patch, 2) <= budget else 1)
+    while memory(patch, batch + 1) <= budget and batch < max_batch_size:
         batch += 1
     return dict(patch_size=patch, batch_size=batch, estimated_memory_gib=round(memory(patch, batch) / GIB, 2))
 
@@ -131,7 +137,7 @@ def plan_symtc(preprocessed_dataset_folder: Path, source_plans: str = "nnUNetPla
         if configurations is not None and name not in configurations or "patch_size" not in configuration:
             continue
         fit = fit_configuration(configuration["patch_size"], configuration["spacing"], num_classes,
-                                gpu_memory_gib, width, input_channels)
+                                gpu_memory_gib, width, input_channels, configuration["batch_size"])
         configuration["patch_size"] = fit["patch_size"]
         configuration["batch_size"] = fit["batch_size"]
         configuration["symtc_estimated_memory_gib"] = fit["estimated_memory_gib"]
