@@ -131,14 +131,14 @@ def main() -> None:
         print(f"\n2d, fold 0, {args.epochs} epochs x {args.iterations} iterations, seed {args.seed}, "
               f"{test_cases} held-out test slices; training cases: "
               + ", ".join(f"{k} {r['train_cases']}" for k, r in results.items()))
-        print(f"{'structure':12s} {'without SSM':>12s} {'with SSM':>10s} {'delta':>7s}")
+        print(f"{'structure':14s} {'without SSM':>12s} {'with SSM':>10s} {'delta':>7s}")
         for c in results["without SSM"]["dice"]:
             a, b = results["without SSM"]["dice"][c], results["with SSM"]["dice"][c]
-            print(f"{names[c]:12s} {a:12.3f} {b:10.3f} {b - a:+7.3f}")
+            print(f"{names[c]:14s} {a:12.3f} {b:10.3f} {b - a:+7.3f}")
         for title, select in (("vertebrae", lambda n: "/" not in n), ("discs", lambda n: "/" in n),
                               ("all", lambda n: True)):
             means = [np.mean([d for c, d in r["dice"].items() if select(names[c])]) for r in results.values()]
-            print(f"{'mean ' + title:12s} {means[0]:12.3f} {means[1]:10.3f} {means[1] - means[0]:+7.3f}")
+            print(f"{'mean ' + title:14s} {means[0]:12.3f} {means[1]:10.3f} {means[1] - means[0]:+7.3f}")
         print("training seconds: " + ", ".join(f"{k} {r['seconds']:.0f}" for k, r in results.items()))
 
 

@@ -50,7 +50,6 @@ def _reset_peak_rss() -> None:
 
 def build(case: dict, num_classes: int = 12):
     """The network of a case (nnU-Net U-Net via nnU-Net's own planner logic for this patch/spacing)."""
-    import numpy as np
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
     from torch import nn
 
@@ -95,10 +94,11 @@ def run_case(name: str, device: str, precision: str, repeats: int) -> dict:
         with torch.no_grad(), amp:
             network(x)
 
-    def timed(fn):
-        """(wall s, process CPU s) of the fastest of ``repeats`` runs after a warm-up."""
-        fn()
-        sync()
+    def timed(fn, warm_up: bool = True):
+        """(wall s, process CPU s) of the fastest of ``repeats`` runs (after a warm-up run)."""
+        if warm_up:
+            fn()
+            sync()
         times = []
         for _ in range(repeats):
             start, cpu = time.perf_counter(), time.process_time()
@@ -120,7 +120,7 @@ def run_case(name: str, device: str, precision: str, repeats: int) -> dict:
         forward_backward()
         result["fwd_bwd_peak_gib"] = (_rss_kib("VmHWM") - base) / 2 ** 20
     result["forward_s"], result["forward_cpu_s"] = timed(forward)
-    result["fwd_bwd_s"], result["fwd_bwd_cpu_s"] = timed(forward_backward)
+    result["fwd_bwd_s"], result["fwd_bwd_cpu_s"] = timed(forward_backward, warm_up=False)  # memory run warmed up
     return result
 
 
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (fastest is shown)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
     if args.one:

@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -34,6 +34,8 @@ SEMANTIC_TRAINER = "nnUNetTrainerSizeAdaptiveCE"
 LEVEL_TRAINERS = ("SymTCTrainer_small", "nnUNetTrainerSizeAdaptiveCE")
 INSTANCE_TRAINER = "SpinepsInstanceTrainer"
 PLANS = "nnUNetPlans"
+SPIDER_LEVELS_IN_VIEW = 6
+"""The phantom shows T12 (SPIDER level 6) to L5 (level 1): the levels dataset gets 6 vertebra and disc classes."""
 
 
 @dataclass(frozen=True)
@@ -153,16 +155,53 @@ def _train(dataset_id: int, configuration: str, trainer_name: str, budget: DemoB
     return Path(trainer.output_folder).parent
 
 
+def headline(summary: dict, kind: str) -> Dict[str, float]:
+    """Mean Dice over vertebra and over disc structures of one evaluation summary, HD95, and PQ if present.
+
+    ``kind`` says how structures group: ``semantic`` (SPINEPS subregions 41-49 and the sacrum are
+    vertebra, 100 is disc), ``instance`` (values below 100 vertebrae, 100+X discs) or ``levels``
+    (nnU-Net classes named ``vertebra_k`` / ``disc_k``).
+    """
+    from nnunetv2_symtc.labels import DISC, SACRUM, SPINEPS_DISC_OFFSET, SPINEPS_ENDPLATE_OFFSET, VERTEBRA_SUBREGIONS
+
+    def group(key: str) -> Optional[str]:
+        if kind == "levels":
+            name = summary["structure_names"].get(key, key)
+            return "vertebrae" if name.startswith("vertebra_") else "discs" if name.startswith("disc_") else None
+        value = int(key)
+        if kind == "semantic":
+            return "vertebrae" if value in VERTEBRA_SUBREGIONS + (SACRUM,) else "discs" if value == DISC else None
+        return "vertebrae" if value < SPINEPS_DISC_OFFSET else "discs" if value < SPINEPS_ENDPLATE_OFFSET else None
+
+    dice: Dict[str, List[float]] = {"vertebrae": [], "discs": []}
+    for key, metrics in summary["mean"].items():
+        g = group(key)
+        if g and metrics["Dice"] == metrics["Dice"]:  # NaN: absent from reference and prediction
+            dice[g].append(metrics["Dice"])
+    row = {f"Dice {g}": (sum(v) / len(v) if v else float("nan")) for g, v in dice.items()}
+    row["HD95 mm"] = summary["foreground_mean"]["HD95"]
+    if "instances_mean" in summary:
+        row["PQ"] = summary["instances_mean"]["pq"]
+    return row
+
+
+def _collect(folder: Path, suffix: str, target: Path) -> Path:
+    """Link the files of ``folder`` ending in ``suffix`` into ``target`` (evaluation pairs whole folders)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.glob(f"*{suffix}")):
+        (target / path.name).symlink_to(path)
+    return target
+
+
 def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed: int = 0) -> dict:
     """Run the whole demo into ``output``; returns the summary also written to ``output/summary.json``."""
     from nnunetv2_symtc.dataset_conversion.spider import convert_spider
     from nnunetv2_symtc.dataset_conversion.spineps import convert_spineps
-    from nnunetv2_symtc.evaluation.ensemble import predict_member, ensemble_probability_folders
-    from nnunetv2_symtc.evaluation.report import EvaluationOptions, evaluate_folders, format_table, nnunet_label_setup, \
-        value_namer, LabelSetup
+    from nnunetv2_symtc.evaluation.ensemble import run_ensemble
+    from nnunetv2_symtc.evaluation.report import EvaluationOptions, LabelSetup, evaluate_folders, nnunet_label_setup
     from nnunetv2_symtc.instance.cutouts import CutoutSpec
     from nnunetv2_symtc.instance.dataset import build_instance_dataset
-    from nnunetv2_symtc.instance.pipeline import PredictionSettings, TwoPhasePredictor, predict_folder
+    from nnunetv2_symtc.instance.pipeline import SUFFIXES, PredictionSettings, TwoPhasePredictor, predict_folder
 
     device = _pick_device(device)
     if budget_name == "auto":
@@ -186,7 +225,8 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
 
     with log.stage("Convert to nnU-Net datasets"):
         semantic_ds = convert_spineps(output / "sources" / "spineps_train", SEMANTIC_ID, "DemoSemantic")
-        levels_ds = convert_spider(output / "sources" / "spider", LEVELS_ID, "DemoLevels", labels="levels")
+        levels_ds = convert_spider(output / "sources" / "spider", LEVELS_ID, "DemoLevels", labels="levels",
+                                   max_level=SPIDER_LEVELS_IN_VIEW)
         cutout = CutoutSpec(budget.cutout_size_mm_zyx, budget.cutout_spacing_zyx)
         build_instance_dataset(output / "sources" / "spineps_train", INSTANCE_ID, "DemoInstances",
                                scheme="spineps", cutout=cutout)
@@ -212,35 +252,45 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
         predict_folder(predictor, output / "test_images", output / "two_phase")
 
     with log.stage("Ensemble the 2D level models"):
-        members = []
-        for trainer in level_trainers:
-            member = output / "levels" / trainer
-            predict_member(models[f"levels 2d {trainer}"], levels_ds / "imagesTs", member, folds=("all",),
-                           device=device)
-            members.append(member)
-        ensemble_probability_folders(members, output / "levels" / "ensemble")
+        level_models = [models[f"levels 2d {t}"] for t in level_trainers]
+        ensemble = run_ensemble(level_models, levels_ds / "imagesTs", output / "levels", folds=("all",), device=device)
+        level_predictions = {t: ensemble["members"] / m.name for t, m in zip(level_trainers, level_models)}
+        level_predictions["ensemble"] = ensemble["ensemble"]
 
     with log.stage("Evaluate"):
-        spineps = EvaluationOptions(labels=LabelSetup(namer=value_namer("spineps")))
-        results["two-phase semantic"] = evaluate_folders(
-            output / "reference" / "semantic", output / "two_phase", output / "evaluation" / "semantic", spineps)
-        results["two-phase instances"] = evaluate_folders(
-            output / "reference" / "instance", output / "two_phase", output / "evaluation" / "instances",
-            replace(spineps, instances=True))
+        spineps = EvaluationOptions(labels=LabelSetup(scheme="spineps"))
+        for kind, options in (("semantic", spineps), ("instance", replace(spineps, instances=True))):
+            predictions = _collect(output / "two_phase", SUFFIXES[kind], output / "evaluation" / f"{kind}_predictions")
+            results[f"two-phase {kind}"] = (kind, evaluate_folders(
+                output / "reference" / kind, predictions, output / "evaluation" / f"two_phase_{kind}", options))
         levels_options = EvaluationOptions(labels=nnunet_label_setup(str(LEVELS_ID)))
-        for name in [*level_trainers, "ensemble"]:
-            results[f"levels {name}"] = evaluate_folders(levels_ds / "labelsTs", output / "levels" / name,
-                                                         output / "evaluation" / f"levels_{name}", levels_options)
+        for name, predictions in level_predictions.items():
+            results[f"levels 2d {name}"] = ("levels", evaluate_folders(
+                levels_ds / "labelsTs", predictions, output / "evaluation" / f"levels_{name}", levels_options))
 
     with log.stage("Results"):
-        for name, summary in results.items():
-            print(f"\n{name}\n{format_table(summary)}")
-        summary = {"budget": asdict(budget) | {"phantom": repr(budget.phantom)}, "device": device,
-                   "subjects": subjects, "stage_seconds": log.timings,
-                   "models": {k: str(v) for k, v in models.items()},
-                   "results": {k: v.get("foreground_mean", v.get("mean")) for k, v in results.items()}}
+        rows = {name: headline(summary, kind) for name, (kind, summary) in results.items()}
+        print(format_headline(rows))
+        plots = output / "plots"
+        plots.mkdir()
+        for title, model in models.items():
+            shutil.copy(model / "fold_all" / "progress.png", plots / f"training_{title.replace(' ', '_')}.png")
+        summary = {"budget": budget.name, "device": device, "subjects": subjects, "stage_seconds": log.timings,
+                   "models": {k: str(v) for k, v in models.items()}, "headline": rows,
+                   "evaluations": {name: str(output / "evaluation") for name in results}}
         with open(output / "summary.json", "w") as f:
-            json.dump(summary, f, indent=2, default=str)
-        print(f"\nwrote {output / 'summary.json'}; masks, snapshots and plots are in {output / 'two_phase'} "
-              f"and {output / 'evaluation'}")
+            json.dump(summary, f, indent=2)
+        print(f"\nper-structure tables: {output / 'evaluation'}/*/summary.json and *.csv; masks, centroids and "
+              f"snapshots: {output / 'two_phase'}; training curves: {plots}; this table: {output / 'summary.json'}")
     return summary
+
+
+def format_headline(rows: Dict[str, Dict[str, float]]) -> str:
+    """The demo's results table: one row per evaluated model, the headline metrics as columns."""
+    columns = sorted({c for row in rows.values() for c in row}, key=["Dice vertebrae", "Dice discs", "HD95 mm", "PQ"].index)
+    header = "model (held-out phantom scans)"
+    width = max([len(header)] + [len(n) for n in rows])
+    lines = [f"{header:<{width}}  " + "  ".join(f"{c:>14}" for c in columns)]
+    for name, row in rows.items():
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{row.get(c, float('nan')):>14.3f}" for c in columns))
+    return "\n".join(lines)

@@ -82,8 +82,8 @@ def test_ignore_label_is_left_out_of_counts():
     pred = np.zeros_like(ref)
     ref[0, :5, :5] = 1
     ref[0, 5:, 5:] = 3  # ignore
-    pred[0, :5, :] = 1  # 25 of the predicted voxels lie on the ignore region? no: rows 0-4 only
-    pred[0, 5:, 5:] = 1
+    pred[0, :5, :] = 1  # 25 true positives, 25 false positives
+    pred[0, 5:, 5:] = 1  # on the ignore region: not counted
     result = M.case_metrics(ref, pred, (1.0, 1.0, 1.0), structures={"1": (1,)}, ignore_label=3)["1"]
     assert (result["TP"], result["FP"], result["FN"]) == (25, 25, 0)
     assert result["TN"] == 100 - 25 - 25 - 25

@@ -18,7 +18,8 @@ from nnunetv2_symtc.labels import (SPINEPS_SEMANTIC_NAMES, instance_value_name, 
 from nnunetv2_symtc.phantom import PhantomConfig, generate_subject, write_spineps
 
 INSTANCE_DATASET_ID = 911
-CUTOUT = CutoutSpec((64.0, 120.0, 180.0), (4.0, 3.0, 3.0))
+CUTOUT = CutoutSpec((48.0, 120.0, 96.0), (4.0, 3.0, 3.0))
+"""Small enough that nnU-Net plans a patch holding a whole cutout, so phase 2 runs batched."""
 
 
 def train_fold0(dataset_id: int, trainer_name: str) -> Path:

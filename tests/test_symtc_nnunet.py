@@ -1,15 +1,14 @@
 """SymTC through nnU-Net's own code paths, on the shared tiny phantom dataset (CPU).
 
 Full path set for ``SymTCTrainer`` in 2D and 3D (through the ``_tiny`` CI variant): SymTC plans,
-train, ``--c`` continue, ``--val --npz``, ``nnUNetv2_predict``, ``find_best_configuration`` and
-``-pretrained_weights``. Every other variant: resolved by name through nnU-Net's lookup, built,
+train, ``--c`` continue, ``--val --npz``, prediction (nnUNetPredictor from the results folder, as
+``nnUNetv2_predict``), ``find_best_configuration`` and ``-pretrained_weights``; all through the
+functions nnU-Net's commands call, in-process to save interpreter start-ups. Every other variant: resolved by name through nnU-Net's lookup, built,
 one training step. Fine-tuning from an imported reference checkpoint on a dataset whose class
 count is not 12.
 """
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.run.run_training import run_training
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_symtc.cli import main as symtc_main
 from nnunetv2_symtc.networks import SymTC, SymTC3D
@@ -68,20 +66,20 @@ def run_nnunet_paths(dataset, configuration: str, tmp_path: Path) -> None:
     assert list((fold0 / "validation").glob("*.npz"))
     assert "foreground_mean" in load_json(fold0 / "validation" / "summary.json")
 
-    # nnUNetv2_predict in a fresh process (trainer resolved by name, network built with DS off).
-    cases = sorted((dataset.raw / "imagesTr").iterdir())[:1]
-    source = tmp_path / "input"
-    source.mkdir()
-    for case in cases:
-        (source / case.name).symlink_to(case)
-    output = tmp_path / "predicted"
-    subprocess.run(["nnUNetv2_predict", "-i", str(source), "-o", str(output), "-d", str(dataset.dataset_id),
-                    "-c", configuration, "-f", "0", "-tr", trainer, "-p", PLANS, "-device", "cpu",
-                    "-npp", "1", "-nps", "1", "--disable_progress_bar"],
-                   check=True, capture_output=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    # Prediction as nnUNetv2_predict does it: trainer resolved by name, network built with DS off,
+    # checkpoint loaded strictly.
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    predictor = nnUNetPredictor(device=CPU, perform_everything_on_device=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(fold0.parent), use_folds=(0,))
+    case = sorted((dataset.raw / "imagesTr").iterdir())[0]
     ending = load_json(dataset.raw / "dataset.json")["file_ending"]
-    predicted = sorted(output.glob(f"*{ending}"))
-    assert len(predicted) == len(cases)
+    output = tmp_path / f"predicted{ending}"
+    predictor.predict_from_files_sequential([[str(case)]], [str(output)[:-len(ending)]])
+    reader = predictor.plans_manager.image_reader_writer_class()
+    image, _ = reader.read_images([str(case)])
+    segmentation, _ = reader.read_seg(str(output))
+    assert segmentation.shape[1:] == image.shape[1:]
+    assert set(np.unique(segmentation)) <= set(load_json(dataset.raw / "dataset.json")["labels"].values())
 
     # find_best_configuration on fold 0.
     from nnunetv2.evaluation.find_best_configuration import find_best_configuration
