@@ -11,15 +11,13 @@ import SimpleITK as sitk
 from nnunetv2_symtc.cli import main
 from nnunetv2_symtc.instance.cutouts import CutoutSpec
 from nnunetv2_symtc.instance.dataset import Phase2Spec, build_instance_dataset, phase2_cases
-from nnunetv2_symtc.instance.pipeline import (SUFFIXES, PredictionSettings, TwoPhasePredictor, assemble_instances,
-                                              single_tile_batches)
+from nnunetv2_symtc.instance.pipeline import SUFFIXES, PredictionSettings, TwoPhasePredictor, assemble_instances
 from nnunetv2_symtc.io import to_sitk
 from nnunetv2_symtc.labels import (SPINEPS_SEMANTIC_NAMES, instance_value_name, is_spineps_instance_value)
 from nnunetv2_symtc.phantom import PhantomConfig, generate_subject, write_spineps
 
 INSTANCE_DATASET_ID = 911
 CUTOUT = CutoutSpec((48.0, 120.0, 96.0), (4.0, 3.0, 3.0))
-"""Small enough that nnU-Net plans a patch holding a whole cutout, so phase 2 runs batched."""
 
 
 def train_fold0(dataset_id: int, trainer_name: str) -> Path:
@@ -105,9 +103,7 @@ def test_two_phase_prediction_end_to_end(models, tmp_path):
     cases = list(phase2_cases(subject.spine_mask, subject.vert_mask, subject.geometry.spacing_zyx, spec))
     predictions = predictor.instance_predictions([c.inputs for c in cases])
     assert [p.shape for p in predictions] == [CUTOUT.shape] * len(cases)
-    # batched single-tile prediction = nnU-Net's own per-image sliding window
-    assert single_tile_batches(predictor._instance_predictor, [c.inputs for c in cases], CUTOUT.spacing_zyx, 4) \
-        is not None, "the tiny cutouts fit in one patch, so phase 2 must have been batched"
+    # phase 2 batched across cutouts (the default) = nnU-Net's own per-image sliding window
     one_by_one = TwoPhasePredictor([semantic_model], instance_model,
                                    PredictionSettings(folds=["0"], device="cpu", phase2_batch_size=1))
     reference = one_by_one.instance_predictions([c.inputs for c in cases])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
-from nnunetv2.run.run_training import run_training
+from nnunetv2.run.run_training import get_trainer_from_args, run_training
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from nnunetv2_symtc.cli import main as symtc_main
@@ -106,11 +106,9 @@ def test_symtc_trainer_3d_full_nnunet_paths(tiny_dataset_3d, symtc_plans, tmp_pa
 
 
 def one_training_step(trainer_name: str, dataset, configuration: str):
-    """Resolve through nnU-Net's lookup, initialise, run one ``train_step`` on a real batch."""
-    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
-    plans = load_json(dataset.preprocessed / f"{PLANS}.json")
-    dataset_json = load_json(dataset.preprocessed / "dataset.json")
-    trainer = trainer_class(plans, configuration, 0, dataset_json, device=CPU)
+    """Resolve through nnU-Net's lookup (as nnUNetv2_train does), initialise, run one ``train_step``."""
+    trainer = get_trainer_from_args(str(dataset.dataset_id), configuration, 0, trainer_name, PLANS, device=CPU)
+    assert type(trainer) is recursive_find_trainer_class_by_name(trainer_name)
     trainer.initialize()
     trainer.print_to_log_file = lambda *a, **k: None
     trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()

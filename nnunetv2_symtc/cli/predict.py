@@ -26,8 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("-npp", type=int, default=1, help="nnU-Net preprocessing processes; >1 (or -nps >1) uses nnU-Net's worker pools instead of predicting in this process")
     parser.add_argument("-nps", type=int, default=1, help="nnU-Net resampling/export processes")
     parser.add_argument("--phase2-batch-size", type=int, default=4,
-                        help="cutouts per network call in phase 2 when each fits in one patch (1: nnU-Net's "
-                             "per-image sliding window)")
+                        help="sliding-window tiles per network call in phase 2, batched across cutouts (1: nnU-Net's "
+                             "per-image predictor)")
     parser.add_argument("-num_parts", type=int, default=1, help="split the cases into this many parts")
     parser.add_argument("-part_id", type=int, default=0, help="which part this process predicts (0-based)")
     parser.add_argument("--overwrite", action="store_true", help="predict cases that already have outputs again")

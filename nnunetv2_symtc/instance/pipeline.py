@@ -259,18 +259,15 @@ class TwoPhasePredictor:
     def instance_predictions(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Phase 2: classes 0–3 on each cutout grid.
 
-        Cutouts that fit in one patch after nnU-Net's preprocessing are run in batches of
-        ``settings.phase2_batch_size`` (``single_tile_batches``); otherwise each goes through nnU-Net's
-        sliding-window predictor.
+        With ``settings.phase2_batch_size`` > 1 the sliding-window tiles of all cutouts run in batches
+        (``batched_sliding_window``); with 1, each cutout goes through nnU-Net's predictor.
         """
         if not inputs:
             return []
         self.load_models()
         spacing = self.spec.cutout.spacing_zyx
         if self.settings.phase2_batch_size > 1:
-            batched = single_tile_batches(self._instance_predictor, inputs, spacing, self.settings.phase2_batch_size)
-            if batched is not None:
-                return batched
+            return batched_sliding_window(self._instance_predictor, inputs, spacing, self.settings.phase2_batch_size)
         return [np.asarray(p) for p in self._run(self._instance_predictor, inputs, spacing, False)]
 
     # ---- one case ------------------------------------------------------------------------------
@@ -338,50 +335,57 @@ def assemble_instances(semantic: np.ndarray, predictions: Sequence[np.ndarray], 
     return CaseOutput(semantic, instance, side, None, metadata, warnings)
 
 
-def single_tile_batches(predictor, arrays: Sequence[np.ndarray], spacing_zyx: Sequence[float],
-                        batch_size: int) -> Optional[List[np.ndarray]]:
-    """nnU-Net segmentations of ``arrays`` computed in batches; ``None`` if any preprocessed array is
-    larger than the patch.
+def batched_sliding_window(predictor, arrays: Sequence[np.ndarray], spacing_zyx: Sequence[float],
+                           batch_size: int) -> List[np.ndarray]:
+    """nnU-Net segmentations of ``arrays`` with the sliding-window tiles of all of them run in
+    batches of ``batch_size`` (one network call per batch instead of per tile and image).
 
-    For an image no larger than the patch, nnU-Net's sliding window is one tile on the image padded
-    to the patch: the same preprocessing (nnU-Net's preprocessor), padding (``pad_nd_image``),
-    mirroring TTA and fold averaging, and reverting (``convert_predicted_logits_to_segmentation_with_correct_shape``)
-    are applied here, with the network run on ``batch_size`` padded cutouts at a time.
+    Each step is nnU-Net's: its preprocessor, ``pad_nd_image`` to the patch, its tile slicers,
+    mirroring TTA, Gaussian weighting accumulated in fp16 (as ``nnUNetPredictor`` does), fold
+    averaging and ``convert_predicted_logits_to_segmentation_with_correct_shape``.
     """
     import torch
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
     configuration, plans = predictor.configuration_manager, predictor.plans_manager
     preprocessor = configuration.preprocessor_class(verbose=False)
-    prepared = []
-    for array in arrays:
+    device = predictor.device
+    prepared, tiles = [], []
+    for index, array in enumerate(arrays):
         data, _, properties = preprocessor.run_case_npy(array, None, {"spacing": [float(s) for s in spacing_zyx]},
                                                         plans, configuration, predictor.dataset_json)
-        if any(size > patch for size, patch in zip(data.shape[1:], configuration.patch_size)):
-            return None
         padded, slicer = pad_nd_image(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)),
                                       configuration.patch_size, "constant", {"value": 0}, True, None)
         prepared.append((padded, slicer, properties))
-    network = predictor.network.to(predictor.device)
+        tiles += [(index, tile) for tile in predictor._internal_get_sliding_window_slicers(padded.shape[1:])]
+    heads = predictor.label_manager.num_segmentation_heads
+    gaussian = compute_gaussian(tuple(configuration.patch_size), sigma_scale=1. / 8, value_scaling_factor=10,
+                                device=torch.device("cpu")) if predictor.use_gaussian else None
+    network = predictor.network.to(device)
     network.eval()
     module = getattr(network, "_orig_mod", network)
-    logits: List[Optional[torch.Tensor]] = [None] * len(prepared)
-    autocast = torch.autocast(predictor.device.type) if predictor.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast(device.type) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    summed: List[Optional[torch.Tensor]] = [None] * len(prepared)
     with torch.inference_mode(), autocast:
         for parameters in predictor.list_of_parameters:
             module.load_state_dict(parameters)
-            for start in range(0, len(prepared), batch_size):
-                batch = torch.stack([p[0] for p in prepared[start:start + batch_size]]).to(predictor.device)
+            logits = [torch.zeros((heads, *p.shape[1:]), dtype=torch.half) for p, _, _ in prepared]
+            weights = [torch.zeros(p.shape[1:], dtype=torch.half) for p, _, _ in prepared]
+            for start in range(0, len(tiles), batch_size):
+                chunk = tiles[start:start + batch_size]
+                batch = torch.stack([prepared[i][0][tile] for i, tile in chunk]).to(device)
                 output = predictor._internal_maybe_mirror_and_predict(batch).float().cpu()
-                for k, item in enumerate(output, start=start):
-                    logits[k] = item if logits[k] is None else logits[k] + item
-    results = []
-    for (_, slicer, properties), item in zip(prepared, logits):
-        item = item[(slice(None), *slicer[1:])] / len(predictor.list_of_parameters)
-        results.append(np.asarray(convert_predicted_logits_to_segmentation_with_correct_shape(
-            item, plans, configuration, predictor.label_manager, properties, False)))
-    return results
+                for (i, tile), item in zip(chunk, output):
+                    logits[i][tile] += item * gaussian if gaussian is not None else item
+                    weights[i][tile[1:]] += gaussian if gaussian is not None else 1
+            for i, (item, weight) in enumerate(zip(logits, weights)):
+                item = (item / weight)[(slice(None), *prepared[i][1][1:])].float()
+                summed[i] = item if summed[i] is None else summed[i] + item
+    return [np.asarray(convert_predicted_logits_to_segmentation_with_correct_shape(
+        item / len(predictor.list_of_parameters), plans, configuration, predictor.label_manager, properties, False))
+        for item, (_, _, properties) in zip(summed, prepared)]
 
 
 # --------------------------------------------------------------------------------------------
