@@ -42,7 +42,7 @@ def test_train_predict_evaluate_through_nnunet_commands(tiny_dataset_3d, tmp_pat
     prediction = next(predictions.glob(f"{case}.*"))
 
     run_nnunet("nnUNetv2_evaluate_folder", str(ds.raw / "labelsTr"), str(predictions),
-               "-djfile", str(ds.raw / "dataset.json"), "-pfile", str(model / "plans.json"))
+               "-djfile", str(ds.raw / "dataset.json"), "-pfile", str(model / "plans.json"), "--chill")
     summary = json.loads((predictions / "summary.json").read_text())
     assert [c["prediction_file"] for c in summary["metric_per_case"]] == [str(prediction)]
     labels = json.loads((ds.raw / "dataset.json").read_text())["labels"]
