@@ -372,3 +372,19 @@ def test_postprocess_output_is_on_the_semantic_grid(tptbox_sample, tmp_path):
     assert out_geometry.orientation == "LPS" and out.shape == truth.shape
     assert np.allclose(out_geometry.origin_xyz, truth_geometry.origin_xyz)
     assert (out == truth).mean() > 0.999
+
+
+def test_more_candidates_than_levels_keeps_the_lowest_and_reports_the_rest():
+    """A poor phase 1 can yield dozens of 'bodies': naming must not crash (it used to raise)."""
+    count = 30
+    instance = np.zeros((3, 4 * count, 6), dtype=np.uint16)
+    values = [v for v in range(1, count + 2) if v != SACRUM]  # 26 is the sacrum's id in instance maps
+    for k, value in enumerate(values):  # array axis 1 runs inferior: the first value is the topmost
+        instance[:, 4 * k:4 * k + 3, :] = value
+    semantic = np.where(instance > 0, VERTEBRAL_BODY, 0).astype(np.uint8)
+    named, naming = name_vertebrae(instance, semantic, (1.0, 1.0, 1.0), lowest_vertebra=24)
+    assert naming["unnamed_top_candidates"] == count - 24
+    assert naming["ids_top_to_bottom"] == list(range(1, 25))
+    assert not named[:, :4 * (count - 24), :].any()          # the six topmost candidates are removed
+    assert named[0, 4 * (count - 1), 0] == 24                # the lowest one is the lowest vertebra
+    assert named[0, 4 * (count - 24), 0] == 1

@@ -105,6 +105,8 @@ def level_ids(count: int, sacrum_visible: bool, lowest_vertebra: Optional[int] =
     """Ids for ``count`` vertebrae, top first, and the rule used (a sentence for the metadata).
 
     Precedence: the sacrum in view (lowest = L5), then ``lowest_vertebra``, then ``default_lowest``.
+    At most ``lowest`` ids exist (counting up to C1 = 1): fewer than ``count`` when there are more
+    candidates than levels.
     """
     if sacrum_visible:
         lowest, rule = L5_ID, "sacrum in view: the lowest vertebra above it is L5 (24), counting upwards"
@@ -114,24 +116,26 @@ def level_ids(count: int, sacrum_visible: bool, lowest_vertebra: Optional[int] =
         lowest, rule = int(default_lowest), f"{default_rule}: lowest vertebra = {int(default_lowest)}"
     if lowest not in VERTEBRA_INSTANCE_IDS:
         raise ValueError(f"lowest vertebra {lowest} is not a mobile SPINEPS vertebra id (1-25, 28)")
-    if count > lowest:
-        raise ValueError(f"{count} vertebrae cannot be named upwards from id {lowest}: "
-                         "pass --lowest-vertebra with a lower level")
-    return ids_upward_from(lowest, count)[::-1], rule
+    return ids_upward_from(lowest, min(count, lowest))[::-1], rule
 
 
 def name_vertebrae(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float],
                    lowest_vertebra: Optional[int] = None, default_lowest: int = L5_ID,
                    default_rule: str = "source convention") -> Tuple[np.ndarray, Dict[str, object]]:
     """Rename the vertebra instances (sacrum excluded) by level; returns the new map and
-    ``{"rule": ..., "ids_top_to_bottom": [...]}``. The sacrum keeps ``SACRUM_ID``."""
+    ``{"rule": ..., "ids_top_to_bottom": [...]}``. The sacrum keeps ``SACRUM_ID``. Candidates above
+    the highest nameable level are removed and counted as ``"unnamed_top_candidates"``."""
     order = vertebrae_top_to_bottom(instance, semantic, spacing_zyx)
     ids, rule = level_ids(len(order), sacrum_in_view(semantic), lowest_vertebra, default_lowest, default_rule)
+    unnamed = len(order) - len(ids)
     lut = np.zeros(max(int(instance.max(initial=0)), SACRUM_ID) + 1, dtype=np.uint16)
     lut[SACRUM_ID] = SACRUM_ID
-    for old, new in zip(order, ids):
+    for old, new in zip(order[unnamed:], ids):
         lut[old] = new
-    return lut[instance], {"rule": rule, "ids_top_to_bottom": ids}
+    naming = {"rule": rule, "ids_top_to_bottom": ids}
+    if unnamed:
+        naming["unnamed_top_candidates"] = unnamed
+    return lut[instance], naming
 
 
 def sequence_warnings(ids_top_to_bottom: Sequence[int]) -> List[str]:

@@ -324,7 +324,11 @@ def assemble_instances(semantic: np.ndarray, predictions: Sequence[np.ndarray], 
     named, naming = name_vertebrae(cleaned, semantic, spacing_zyx, lowest_vertebra, default_lowest, default_rule)
     instance, side, disc_warnings = add_discs_and_endplates(named, semantic, spacing_zyx)
     warnings += disc_warnings
-    lut = {i + 1: v for i, v in enumerate(naming["ids_top_to_bottom"])}
+    unnamed = naming.get("unnamed_top_candidates", 0)
+    if unnamed:
+        warnings.append(f"{unnamed} vertebra candidate(s) above the highest nameable level were removed; "
+                        "check the phase-1 segmentation or pass --lowest-vertebra")
+    lut = {i + 1 + unnamed: v for i, v in enumerate(naming["ids_top_to_bottom"])}
     for record in records:
         record["vertebra"] = lut.get(record["instance"])
         if record["flagged"]:
