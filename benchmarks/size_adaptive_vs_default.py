@@ -26,6 +26,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from nnunetv2_symtc.demo import use_nnunet_folders
+
 
 def prepare_dataset(root: Path, subjects: int, n_val: int, configuration: str, dataset_id: int) -> Path:
     """Phantom -> nnU-Net raw (our SPINEPS converter) -> planned + preprocessed; returns the raw folder."""
@@ -100,9 +102,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.workdir or tmp)
-        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            (root / name).mkdir(parents=True, exist_ok=True)
-            os.environ[name] = str(root / name)
+        use_nnunet_folders(root)
         os.environ.setdefault("nnUNet_def_n_proc", "1")
         os.environ.setdefault("nnUNet_compile", "f")
         raw_folder = root / "nnUNet_raw" / "Dataset950_SizeAdaptiveBench"

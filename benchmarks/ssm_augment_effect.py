@@ -24,6 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from nnunetv2_symtc.demo import use_nnunet_folders
+
 SOURCE_ID, AUGMENTED_ID = 952, 953
 
 
@@ -102,9 +104,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.workdir or tmp)
-        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            (root / name).mkdir(parents=True, exist_ok=True)
-            os.environ[name] = str(root / name)
+        use_nnunet_folders(root)
         os.environ.setdefault("nnUNet_def_n_proc", "1")
         os.environ.setdefault("nnUNet_compile", "f")
         existing = [next((root / "nnUNet_preprocessed").glob(f"Dataset{i}_*"), None) for i in (SOURCE_ID, AUGMENTED_ID)]

@@ -107,9 +107,9 @@ def untrained_model(dataset_id: int, raw_case_writer, results: Path) -> Path:
 
 def networks(train_subject, tmp: Path, cutout, timings: dict, device: str, tta: bool) -> None:
     """Add phase-1 and phase-2 seconds for the case of ``timings`` (untrained nnU-Net models)."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = str(tmp / name)
-        (tmp / name).mkdir(exist_ok=True)
+    from nnunetv2_symtc.demo import use_nnunet_folders
+
+    use_nnunet_folders(tmp)
     from nnunetv2_symtc.dataset_conversion import convert_spineps
     from nnunetv2_symtc.instance.dataset import build_instance_dataset
     from nnunetv2_symtc.instance.pipeline import PredictionSettings, TwoPhasePredictor

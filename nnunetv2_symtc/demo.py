@@ -88,12 +88,17 @@ class StageLog:
         print(f"--- {title}: {self.timings[title]:.1f} s", flush=True)
 
 
-def _use_nnunet_folders(root: Path) -> None:
-    """nnU-Net folders below ``root``; process counts default to the machine's cores (nnU-Net's own
-    defaults, 8 and 12, oversubscribe small machines and slow them down)."""
+def use_nnunet_folders(root: Path) -> None:
+    """Create ``root/nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` and export them for
+    this process and its children (nnU-Net reads the variables at call time)."""
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / name).mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(root / name)
+
+
+def _default_process_counts() -> None:
+    """Process counts default to the machine's cores (nnU-Net's own defaults, 8 and 12,
+    oversubscribe small machines and slow them down)."""
     cores = str(max(1, os.cpu_count() or 1))
     os.environ.setdefault("nnUNet_def_n_proc", cores)
     os.environ.setdefault("nnUNet_n_proc_DA", cores)
@@ -225,7 +230,8 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
     output = Path(output).resolve()
     if output.exists() and any(output.iterdir()):
         raise OSError(f"{output}: output folder exists and is not empty; choose another -o or remove it")
-    _use_nnunet_folders(output / "nnunet")
+    use_nnunet_folders(output / "nnunet")
+    _default_process_counts()
     print(f"symtc demo: budget {budget.name!r} on {device}; everything goes to {output}")
     log = StageLog(total=8)
     models: Dict[str, Path] = {}
