@@ -177,6 +177,14 @@ def spider_value_name(value: int) -> str:
     return f"{kind} {level} ({level_name(level)})"
 
 
+def values_cut_by_field_of_view(mask: np.ndarray) -> List[int]:
+    """Non-zero values of a PIR label array (z, y, x) = (R-L, S-I, A-P) on its superior, inferior,
+    anterior or posterior faces: the structures a sagittal field of view cuts (SPIDER's "partially
+    visible"). The left/right faces are ignored: thick sagittal stacks often clip lateral processes."""
+    faces = np.concatenate([mask[:, 0].ravel(), mask[:, -1].ravel(), mask[:, :, 0].ravel(), mask[:, :, -1].ravel()])
+    return [int(v) for v in np.unique(faces) if v]
+
+
 def spider_mask_from_parts(vertebra: np.ndarray, disc_above: np.ndarray, canal: np.ndarray,
                            partial_ids: Iterable[int] = ()) -> np.ndarray:
     """SPIDER label array (uint16) from SPINEPS ids, all arrays of one shape.

@@ -354,8 +354,11 @@ def test_spider_values_agree_with_the_phantom(phantom):
     spider = spineps_to_spider(phantom.vert_mask, phantom.spine_mask, phantom.geometry.spacing_zyx)
     truth = phantom.spider_mask()
     full = (truth >= 1) & (truth <= 25)
+    partial = (truth > 100) & (truth < 200)
     discs = truth > 200
-    assert (spider[full] == truth[full]).mean() > 0.97  # endplates: nearest vertebra vs. their owner
+    assert partial.any()  # the tiny phantom's field of view cuts its top vertebra
+    for region in (full, partial):
+        assert (spider[region] == truth[region]).mean() > 0.97  # endplates: nearest vertebra vs. their owner
     assert np.array_equal(spider[discs], truth[discs])
     assert np.array_equal(spider == 100, truth == 100)
 
@@ -388,3 +391,11 @@ def test_more_candidates_than_levels_keeps_the_lowest_and_reports_the_rest():
     assert not named[:, :4 * (count - 24), :].any()          # the six topmost candidates are removed
     assert named[0, 4 * (count - 1), 0] == 24                # the lowest one is the lowest vertebra
     assert named[0, 4 * (count - 24), 0] == 1
+
+    numbered = np.zeros_like(instance)  # merged phase-2 candidates are numbered 1..n, 26 included
+    for k in range(count):
+        numbered[:, 4 * k:4 * k + 3, :] = k + 1
+    named, naming = name_vertebrae(numbered, semantic, (1.0, 1.0, 1.0), lowest_vertebra=24, sacrum_id=None)
+    assert naming["unnamed_top_candidates"] == count - 24
+    assert named[0, 4 * (SACRUM - 1), 0] == SACRUM - (count - 24)  # candidate 26 is named, not kept as sacrum
+    assert SACRUM not in named

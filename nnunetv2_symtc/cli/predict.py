@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="predict cases that already have outputs again")
     parser.add_argument("--lowest-vertebra", type=int, default=None,
                         help="id of the lowest vertebra when no sacrum is in view (e.g. 24 = L5, 23 = L4)")
-    parser.add_argument("--spider-values", action="store_true", help="write the instance mask in SPIDER values")
+    parser.add_argument("--spider-values", action="store_true",
+                        help="write the instance mask in SPIDER values (vertebrae cut by the in-plane field of view: 101-125)")
     parser.add_argument("--split-endplates", action="store_true",
                         help="write endplates as 52 (superior) / 53 (inferior) instead of 62 in the semantic mask")
     parser.add_argument("--save-probabilities", action="store_true", help="also save phase-1 probabilities (.npz)")

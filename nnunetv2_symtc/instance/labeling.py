@@ -24,9 +24,10 @@ from scipy import ndimage
 
 from nnunetv2_symtc.instance.centres import FULL_CONNECTIVITY, SUPERIOR_INFERIOR_AXIS, bounding_box
 from nnunetv2_symtc.labels import (BODY_VALUES, DISC, ENDPLATE, ENDPLATE_INFERIOR, ENDPLATE_SUPERIOR, ENDPLATE_VALUES,
-                                   L5_ID, SACRUM, SACRUM_ID, SPIDER_CANAL, SPIDER_DISC_OFFSET, SPINAL_CANAL,
-                                   SPINAL_CORD, SPINEPS_DISC_OFFSET, SPINEPS_ENDPLATE_OFFSET, VERTEBRA_IDS_TOP_TO_BOTTOM,
-                                   VERTEBRA_INSTANCE_IDS, VERTEBRA_VALUES, ids_upward_from, vertebra_id_above,
+                                   L5_ID, SACRUM, SACRUM_ID, SPIDER_CANAL, SPIDER_DISC_OFFSET, SPIDER_MAX_LEVEL,
+                                   SPIDER_PARTIAL_OFFSET, SPINAL_CANAL, SPINAL_CORD, SPINEPS_DISC_OFFSET,
+                                   SPINEPS_ENDPLATE_OFFSET, VERTEBRA_IDS_TOP_TO_BOTTOM, VERTEBRA_INSTANCE_IDS,
+                                   VERTEBRA_VALUES, ids_upward_from, values_cut_by_field_of_view, vertebra_id_above,
                                    vertebra_id_to_spider_level)
 
 MIN_SACRUM_VOXELS = 30
@@ -50,10 +51,11 @@ def _centroids_si(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Seque
             for v in np.flatnonzero(all_count[1:]) + 1}
 
 
-def vertebrae_top_to_bottom(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float]) -> List[int]:
-    """Vertebra ids present in ``instance`` (sacrum excluded), ordered by body position, top first."""
+def vertebrae_top_to_bottom(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float],
+                            sacrum_id: Optional[int] = SACRUM_ID) -> List[int]:
+    """Vertebra ids present in ``instance`` (``sacrum_id`` excluded), ordered by body position, top first."""
     centres = _centroids_si(instance, semantic, spacing_zyx)
-    return sorted((v for v in centres if v != SACRUM_ID), key=centres.get)
+    return sorted((v for v in centres if v != sacrum_id), key=centres.get)
 
 
 def clean_instances(instance: np.ndarray, semantic: np.ndarray) -> Tuple[np.ndarray, Dict[str, int]]:
@@ -121,15 +123,19 @@ def level_ids(count: int, sacrum_visible: bool, lowest_vertebra: Optional[int] =
 
 def name_vertebrae(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float],
                    lowest_vertebra: Optional[int] = None, default_lowest: int = L5_ID,
-                   default_rule: str = "source convention") -> Tuple[np.ndarray, Dict[str, object]]:
-    """Rename the vertebra instances (sacrum excluded) by level; returns the new map and
-    ``{"rule": ..., "ids_top_to_bottom": [...]}``. The sacrum keeps ``SACRUM_ID``. Candidates above
-    the highest nameable level are removed and counted as ``"unnamed_top_candidates"``."""
-    order = vertebrae_top_to_bottom(instance, semantic, spacing_zyx)
+                   default_rule: str = "source convention", sacrum_id: Optional[int] = SACRUM_ID
+                   ) -> Tuple[np.ndarray, Dict[str, object]]:
+    """Rename the vertebra instances by level; returns the new map and
+    ``{"rule": ..., "ids_top_to_bottom": [...]}``. Voxels of ``sacrum_id`` keep ``SACRUM_ID``; pass
+    ``None`` when ``instance`` holds numbered candidates only (the merged phase-2 map), so that a
+    26th candidate is named like the others. Candidates above the highest nameable level are removed
+    and counted as ``"unnamed_top_candidates"``."""
+    order = vertebrae_top_to_bottom(instance, semantic, spacing_zyx, sacrum_id)
     ids, rule = level_ids(len(order), sacrum_in_view(semantic), lowest_vertebra, default_lowest, default_rule)
     unnamed = len(order) - len(ids)
     lut = np.zeros(max(int(instance.max(initial=0)), SACRUM_ID) + 1, dtype=np.uint16)
-    lut[SACRUM_ID] = SACRUM_ID
+    if sacrum_id is not None:
+        lut[sacrum_id] = SACRUM_ID
     for old, new in zip(order[unnamed:], ids):
         lut[old] = new
     naming = {"rule": rule, "ids_top_to_bottom": ids}
@@ -245,9 +251,10 @@ def merge_endplates(semantic: np.ndarray) -> np.ndarray:
 
 
 def spineps_to_spider(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
-    """SPINEPS instance + semantic -> SPIDER values: vertebra -> its bottom-up level (L5 = 1),
-    disc 100 + X -> 200 + level(X), endplates -> the level of their nearest vertebra, canal and
-    cord -> 100. The sacrum and ids without a SPIDER level (L6, T13) become 0 (SPIDER leaves them
+    """SPINEPS instance + semantic (PIR arrays) -> SPIDER values: vertebra -> its bottom-up level
+    (L5 = 1), or 100 + level when the in-plane field of view cuts it (partially visible), disc
+    100 + X -> 200 + level(X), endplates -> the level of their nearest vertebra, canal and cord ->
+    100. The sacrum and ids without a SPIDER level (L6, T13) become 0 (SPIDER leaves them
     unlabelled)."""
     lut = np.zeros(SPINEPS_ENDPLATE_OFFSET + max(VERTEBRA_IDS_TOP_TO_BOTTOM) + 1, dtype=np.uint16)
     for v in range(1, L5_ID + 1):
@@ -257,5 +264,7 @@ def spineps_to_spider(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: S
     endplate = instance > SPINEPS_ENDPLATE_OFFSET
     vertebrae = np.where((instance <= L5_ID), instance, 0)
     out[endplate] = lut[_nearest_vertebra(vertebrae, endplate, spacing_zyx).astype(np.int64)]
+    cut = [v for v in values_cut_by_field_of_view(out) if v <= SPIDER_MAX_LEVEL]
+    out[np.isin(out, cut)] += SPIDER_PARTIAL_OFFSET
     out[np.isin(semantic, (SPINAL_CANAL, SPINAL_CORD)) & (out == 0)] = SPIDER_CANAL
     return out

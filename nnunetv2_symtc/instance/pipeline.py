@@ -321,7 +321,8 @@ def assemble_instances(semantic: np.ndarray, predictions: Sequence[np.ndarray], 
         warnings.append("no vertebral body found: the instance mask is empty")
     elif not cleaned.any():
         warnings.append("phase 2 assigned no vertebra voxel: the instance mask is empty")
-    named, naming = name_vertebrae(cleaned, semantic, spacing_zyx, lowest_vertebra, default_lowest, default_rule)
+    named, naming = name_vertebrae(cleaned, semantic, spacing_zyx, lowest_vertebra, default_lowest, default_rule,
+                                   sacrum_id=None)  # merged ids are candidate numbers; the sacrum comes from semantic
     instance, side, disc_warnings = add_discs_and_endplates(named, semantic, spacing_zyx)
     warnings += disc_warnings
     unnamed = naming.get("unnamed_top_candidates", 0)

@@ -171,10 +171,8 @@ def render_subject(anatomy: A.SpineAnatomy, config: PhantomConfig, geometry: Geo
 
 
 def _edge_ids(vert_mask: np.ndarray) -> Tuple[int, ...]:
-    """Vertebra ids touching the in-plane (superior/inferior, anterior/posterior) edges."""
-    edges = np.concatenate([vert_mask[:, 0].ravel(), vert_mask[:, -1].ravel(),
-                            vert_mask[:, :, 0].ravel(), vert_mask[:, :, -1].ravel()])
-    return tuple(sorted(int(v) for v in np.unique(edges) if 0 < v < L.SPINEPS_DISC_OFFSET))
+    """Vertebra ids cut by the in-plane field of view (``labels.values_cut_by_field_of_view``)."""
+    return tuple(v for v in L.values_cut_by_field_of_view(vert_mask) if v < L.SPINEPS_DISC_OFFSET)
 
 
 def generate_subject(seed: int, config: PhantomConfig = PhantomConfig()) -> PhantomSubject:
