@@ -10,7 +10,7 @@ from nnunetv2_symtc import labels as L
 from nnunetv2_symtc.io import Geometry, read_image, reorient, to_sitk
 from nnunetv2_symtc.phantom import (PhantomConfig, generate_subject, write_spider, write_spineps,
                                     write_ssmspine)
-from nnunetv2_symtc.phantom.ssmspine import generate_ssmspine_sample
+from nnunetv2_symtc.phantom.ssmspine import generate_ssmspine_sample, ssmspine_split
 from nnunetv2_symtc.phantom.writers import SPIDER_ORIENTATION
 
 
@@ -288,6 +288,10 @@ def test_ssmspine_sample_and_writer(tmp_path):
     loaded = torch.load(tmp_path / "Test" / "p4" / "aug0.pt")
     assert {k: tuple(v.shape) for k, v in loaded.items()} == shapes
     assert loaded["label"].dtype == torch.int64 and loaded["img"].dtype == torch.float32
+
+    assert [s for _, s in ssmspine_split(6, n_test=4)] == ["Train"] * 2 + ["Test"] * 4
+    with pytest.raises(ValueError, match="n_test"):
+        ssmspine_split(3, n_test=4)
 
 
 def test_cli_writes_each_format(tmp_path):

@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     parser.add_argument("--sequences", nargs="+", default=["t2"], choices=("t1", "t2", "t2_SPACE"),
                         help="SPIDER sequences per patient (same anatomy)")
     parser.add_argument("--augs", type=int, default=2, help="ssmspine: images (shapes) per patient")
+    parser.add_argument("--test-patients", type=int,
+                        help="ssmspine: patients in Test/ (the last ones; default about 20 %%, at least one when N >= 2)")
     parser.add_argument("--validation-fraction", type=float, default=0.2,
                         help="spider: fraction of patients in the validation subset (at least one when N >= 2)")
     parser.add_argument("--tiny", action="store_true", help="spider/spineps: small coarse subjects for fast tests")
@@ -30,7 +32,7 @@ def run(args) -> int:
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
     if args.format == "ssmspine":
-        write_ssmspine(args.output, args.n, augs=args.augs, seed=args.seed, progress=True)
+        write_ssmspine(args.output, args.n, augs=args.augs, seed=args.seed, progress=True, n_test=args.test_patients)
         print(f"wrote {args.n} SSMSpine patients x {args.augs} augs to {args.output}")
         return 0
     # Render only what is written: SPINEPS takes T2w; t2_SPACE is rendered on its own grid later.

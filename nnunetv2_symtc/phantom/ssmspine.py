@@ -20,7 +20,7 @@ each ``aug<K>`` draws a new shape (sizes, lordosis, pose) with that texture.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from skimage import measure
@@ -34,10 +34,13 @@ BONE_POINTS, DISC_POINTS, DISC_POINTS_IN_SHAPE = 236, 176, 56
 LUMBAR_IDS = (20, 21, 22, 23, 24)
 
 
-def ssmspine_split(n_patients: int) -> List[Tuple[int, str]]:
-    """(patient id, ``'Train'``/``'Test'``) for ids 0..n-1: the last ~20 % (at least one when
-    n >= 2) are Test."""
-    n_test = 0 if n_patients < 2 else max(1, int(round(0.2 * n_patients)))
+def ssmspine_split(n_patients: int, n_test: Optional[int] = None) -> List[Tuple[int, str]]:
+    """(patient id, ``'Train'``/``'Test'``) for ids 0..n-1: the last ``n_test`` are Test; by
+    default ~20 % (at least one when n >= 2)."""
+    if n_test is None:
+        n_test = 0 if n_patients < 2 else max(1, int(round(0.2 * n_patients)))
+    if not 0 <= n_test <= n_patients:
+        raise ValueError(f"n_test must lie in [0, {n_patients}], got {n_test}")
     return [(p, "Test" if p >= n_patients - n_test else "Train") for p in range(n_patients)]
 
 

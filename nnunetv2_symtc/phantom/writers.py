@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -96,10 +96,11 @@ def write_spineps(root: PathLike, subjects: Sequence[Tuple[str, PhantomSubject]]
     return root
 
 
-def write_ssmspine(root: PathLike, n_patients: int, augs: int = 2, seed: int = 0, progress: bool = False) -> Path:
+def write_ssmspine(root: PathLike, n_patients: int, augs: int = 2, seed: int = 0, progress: bool = False,
+                   n_test: Optional[int] = None) -> Path:
     """Write ``n_patients`` SSMSpine-style patients with ``augs`` images each under ``root``
-    (``Train``/``Test`` split about 80/20 by patient, at least one Test patient when n >= 2).
-    Values are torch tensors. ``progress`` shows a tqdm bar over patients."""
+    (``Train``/``Test`` split by patient: the last ``n_test``, by default about 20 % and at least
+    one when n >= 2, are Test). Values are torch tensors. ``progress`` shows a tqdm bar over patients."""
     import torch
     from tqdm import tqdm
 
@@ -108,7 +109,7 @@ def write_ssmspine(root: PathLike, n_patients: int, augs: int = 2, seed: int = 0
     root = Path(root)
     if n_patients < 1 or augs < 1:
         raise ValueError(f"need at least one patient and one aug, got n_patients={n_patients}, augs={augs}")
-    for patient, subset in tqdm(ssmspine_split(n_patients), desc="phantom ssmspine", unit="patient",
+    for patient, subset in tqdm(ssmspine_split(n_patients, n_test), desc="phantom ssmspine", unit="patient",
                                 disable=not progress):
         for aug in range(augs):
             sample = generate_ssmspine_sample(seed, patient, aug)
