@@ -5,7 +5,8 @@ each with its semantic mask (``seg-spine`` or, as in tptbox's samples, ``seg-sub
 instance mask (``seg-vert``), both ``*_msk.nii.gz`` anywhere below the root. Files are matched by
 their BIDS entities: a mask has the image's entities plus ``seg-…`` (and optionally ``mod-<image
 suffix>``, as SPINEPS writes), in any order. The case id is the image's entities
-(``sub-mri_label-6``); folds group by ``sub``.
+(``sub-mri_label-6``); folds group by ``sub``. Subjects named in ``test_subjects`` go to
+``imagesTs``/``labelsTs``/``instancesTs`` instead (BIDS data has no official test split).
 
 Labels: one nnU-Net class per label of the fixed SPINEPS table (``labels.spineps_semantic_map``),
 plus 50/52/53 when any case has them; maps back exactly. Instance masks (values checked with
@@ -18,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from nnunetv2_symtc.labels import (
 from nnunetv2_symtc.dataset_conversion.validation import (
     Problem, grid_problems, image_problems, label_problems, raise_if_any, read_checked)
 from nnunetv2_symtc.dataset_conversion.writer import (
-    TRAIN, CaseJob, CaseResult, DatasetFolder, fail_fast, finish_dataset, label_path, reoriented, run_jobs,
+    TEST, TRAIN, CaseJob, CaseResult, DatasetFolder, fail_fast, finish_dataset, label_path, reoriented, run_jobs,
     side_path, write_volume, image_path)
 
 DEFAULT_IMAGE_PATTERN = "*_T2w.nii.gz"
@@ -194,19 +195,27 @@ def _narrow_labels(folder: Path, results: List[CaseResult], label_map: LabelMap)
 def convert_spineps(root: PathLike, dataset_id: int, dataset_name: Optional[str] = None, *,
                     image_pattern: str = DEFAULT_IMAGE_PATTERN, keep_orientation: bool = False,
                     strict: bool = False, overwrite: bool = False, raw_dir: Optional[PathLike] = None,
-                    num_processes: int = 1) -> Path:
+                    num_processes: int = 1, test_subjects: Sequence[str] = ()) -> Path:
     """Convert SPINEPS/BIDS data below ``root`` to ``DatasetXXX_<name>``; returns its path.
 
     ``keep_orientation`` writes the source voxel order instead of PIR (all cases must then share one
-    orientation). Problems skip their case (listed in the output and ``dataset.json``), or raise
-    ``ConversionError`` at the first one when ``strict``.
+    orientation). ``test_subjects`` (``sub`` values, with or without ``sub-``) are held out as test
+    cases; an unknown subject raises ``ValueError`` before anything is written. Problems skip their
+    case (listed in the output and ``dataset.json``), or raise ``ConversionError`` at the first one
+    when ``strict``.
     """
     root = Path(root)
     orientation = None if keep_orientation else CANONICAL_ORIENTATION
+    held_out = {s[len("sub-"):] if s.startswith("sub-") else s for s in test_subjects}
+    cases, problems = find_cases(root, image_pattern)
+    unknown = sorted(held_out - {c.subject for c in cases})
+    if unknown:
+        raise ValueError(f"{root}: test subject(s) {unknown} have no complete case below it; "
+                         f"subjects found: {sorted({c.subject for c in cases})}")
     with DatasetFolder(dataset_id, dataset_name or "SPINEPS", raw_dir, overwrite) as folder:
-        cases, problems = find_cases(root, image_pattern)
         fail_fast(problems, strict)
-        jobs = [CaseJob(c.case, TRAIN, c.subject, _SpinepsPayload(c, root, orientation)) for c in cases]
+        jobs = [CaseJob(c.case, TEST if c.subject in held_out else TRAIN, c.subject,
+                        _SpinepsPayload(c, root, orientation)) for c in cases]
         results, case_problems = run_jobs(_convert_case, jobs, folder.folder, num_processes, strict, "SPINEPS")
         present = set().union(*(r.label_values for r in results)) if results else set()
         label_map = spineps_semantic_map(sorted(present & set(SPINEPS_SEMANTIC_OPTIONAL_NAMES)))
@@ -215,7 +224,9 @@ def convert_spineps(root: PathLike, dataset_id: int, dataset_name: Optional[str]
         return finish_dataset(
             folder, results=results, problems=problems + case_problems, label_map=label_map,
             channel_names={"0": "+".join(image_suffixes)}, source="spineps", source_root=root,
-            options={"image_pattern": image_pattern, "keep_orientation": keep_orientation},
+            options={"image_pattern": image_pattern, "keep_orientation": keep_orientation,
+                     "test_subjects": sorted(held_out)},
             reverse_map="exact: each class maps back to its SPINEPS semantic label", orientation=orientation,
-            extra_json={"symtc_instances": {"folders": [f"{INSTANCES}{TRAIN}"],
+            extra_json={"symtc_instances": {"folders": [f"{INSTANCES}{subset}" for subset in (TRAIN, TEST)
+                                                        if subset == TRAIN or held_out],
                                             "content": "SPINEPS instance masks (seg-vert values), on the image grid"}})

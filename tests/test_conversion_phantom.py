@@ -83,6 +83,24 @@ def test_phantom_spineps_integrity_and_exact_round_trip(tmp_path):
         assert np.array_equal(read_image(folder / "instancesTr" / f"sub-{subject_id}.nii.gz")[0], subject.vert_mask)
 
 
+def test_spineps_test_subjects_are_held_out_with_their_instances(tmp_path):
+    subjects = [(f"ph{i}", phantom.generate_subject(110 + i, phantom.PhantomConfig.tiny())) for i in range(3)]
+    root = phantom.write_spineps(tmp_path / "bids", subjects)
+    with pytest.raises(ValueError, match=r"\['nobody'\].*subjects found: \['ph0', 'ph1', 'ph2'\]"):
+        convert_spineps(root, 65, raw_dir=tmp_path / "raw", test_subjects=["sub-nobody"])
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+    folder = convert_spineps(root, 65, raw_dir=tmp_path / "raw", test_subjects=["sub-ph2"])
+    dataset = _json(folder / "dataset.json")
+    assert dataset["numTraining"] == 2 and dataset["symtc_instances"]["folders"] == ["instancesTr", "instancesTs"]
+    assert [p.name for p in (folder / "imagesTs").iterdir()] == ["sub-ph2_0000.nii.gz"]
+    assert np.array_equal(read_image(folder / "instancesTs" / "sub-ph2.nii.gz")[0], subjects[2][1].vert_mask)
+    (back,) = map_to_source(folder, folder / "labelsTs", tmp_path / "back")
+    assert np.array_equal(read_image(back)[0], read_image(root / back.name)[0])
+    splits = _json(folder / "splits_final.json")
+    assert all("sub-ph2" not in fold["train"] + fold["val"] for fold in splits)
+    _verify(folder)
+
+
 def test_phantom_ssmspine_integrity(tmp_path):
     root = phantom.write_ssmspine(tmp_path / "SSMSpine", 2, augs=1)
     folder = convert_ssmspine(root, 64, raw_dir=tmp_path / "raw")

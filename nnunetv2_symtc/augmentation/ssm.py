@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 from nnunetv2_symtc.augmentation.landmarks import (SpineLayout, extract_landmarks, load_stored_landmarks,
                                                    save_landmarks, spine_layout, stored_point_counts)
@@ -244,11 +245,12 @@ def ssm_augment_dataset(source_id: int, target_id: int, config: SSMAugmentConfig
             model = ShapeModel.fit(np.stack([cases[c].landmarks for c in train]), train, config.variance, config.scale)
             models.append(model)
             jobs += [(cases[c], fold, case_ids.index(c), model, layout, config, temp, file_ending) for c in train]
+        bar = dict(total=len(jobs), desc="ssm-augment", unit="case x fold", disable=None)
         if config.num_processes > 1:
             with multiprocessing.get_context("spawn").Pool(config.num_processes) as pool:
-                generated = pool.map(_generate_for_case, jobs, chunksize=1)
+                generated = list(tqdm(pool.imap(_generate_for_case, jobs, chunksize=1), **bar))
         else:
-            generated = [_generate_for_case(job) for job in jobs]
+            generated = [_generate_for_case(job) for job in tqdm(jobs, **bar)]
 
         new_splits = [{"train": list(split["train"]), "val": list(split["val"])} for split in splits]
         for job, names in zip(jobs, generated):

@@ -50,11 +50,13 @@ def register(subparsers) -> None:
     ssm.set_defaults(func=run_ssmspine)
 
     spineps = add_subcommand(sources, "spineps", "BIDS images with seg-spine (or seg-subreg) and seg-vert masks "
-                             "anywhere below ROOT -> SPINEPS semantic dataset + instancesTr/.",
+                             "anywhere below ROOT -> SPINEPS semantic dataset + instancesTr/ (instancesTs/ for --test-subjects).",
                              "symtc convert spineps -i /data/bids -d 203")
     _common(spineps, "SPINEPS")
     spineps.add_argument("--image-pattern", default="*_T2w.nii.gz", help="file name pattern of the images")
     spineps.add_argument("--keep-orientation", action="store_true", help="do not reorient to PIR (recorded)")
+    spineps.add_argument("--test-subjects", nargs="+", default=(), metavar="SUB",
+                         help="subjects (sub-<id> or <id>) whose cases go to imagesTs/labelsTs/instancesTs")
     spineps.set_defaults(func=run_spineps)
 
     back = add_subcommand(sources, "to-source", "Map predictions of a converted dataset back to the source's label "
@@ -102,7 +104,8 @@ def run_spineps(args) -> int:
     from nnunetv2_symtc.dataset_conversion import convert_spineps
 
     return _finish(convert_spineps(args.i, args.d, args.name, image_pattern=args.image_pattern,
-                                   keep_orientation=args.keep_orientation, **_common_kwargs(args)))
+                                   keep_orientation=args.keep_orientation, test_subjects=args.test_subjects,
+                                   **_common_kwargs(args)))
 
 
 def run_to_source(args) -> int:
