@@ -56,14 +56,19 @@ class ProblemFound(Exception):
 
 
 def read_checked(path: PathLike, case: str = "") -> Tuple[np.ndarray, Geometry]:
-    """``read_image`` whose failure becomes a ``ProblemFound`` naming the file."""
+    """``read_image`` of a 3D scalar volume; an unreadable file or another dimensionality becomes a
+    ``ProblemFound`` naming the file."""
     try:
-        return read_image(path)
+        array, geometry = read_image(path)
     except OSError as e:
         message = str(e)
         prefix = f"{path}: "
         raise ProblemFound([Problem(str(path), message[len(prefix):] if message.startswith(prefix) else message,
                                     case)]) from None
+    if array.ndim != 3:
+        raise ProblemFound([Problem(str(path), f"expected a 3D scalar volume, got array shape {array.shape} "
+                                               f"({len(geometry.spacing_zyx)}D, {array.ndim} array axes)", case)])
+    return array, geometry
 
 
 def image_problems(path: PathLike, image: np.ndarray, case: str = "") -> List[Problem]:

@@ -202,13 +202,15 @@ def broken_spider(tmp_path_factory):
     nan_image[0, 0, 0] = np.nan
     bad = {"3_t2": (image_for(mask), unknown), "4_t2": (image_for(mask), np.zeros_like(mask)),
            "5_t2": (nan_image, mask)}
-    make_spider(root, {**good, **bad}, {n: "training" for n in [*good, *bad, "6_t2", "7_t2", "8_t2", "9_t2"]})
+    make_spider(root, {**good, **bad}, {n: "training" for n in [*good, *bad, "6_t2", "7_t2", "8_t2", "9_t2", "10_t2"]})
     write_oriented(root / "images" / "6_t2.mha", image_for(mask), "LPS")                       # no mask
     write_oriented(root / "masks" / "7_t2.mha", mask, "LPS")                                   # no image
     write_oriented(root / "images" / "8_t2.mha", image_for(mask), "LPS")
     write_oriented(root / "masks" / "8_t2.mha", mask, "LPS", pir_geometry(origin=(0.0, 0.0, 0.0)))  # other grid
     (root / "images" / "9_t2.mha").write_bytes(b"not an image")                                # unreadable
     write_oriented(root / "masks" / "9_t2.mha", mask, "LPS")
+    for folder, array in (("images", image_for(mask)), ("masks", mask)):  # a 2D slice with its 2D mask
+        sitk.WriteImage(sitk.GetImageFromArray(array[len(array) // 2]), str(root / folder / "10_t2.mha"))
     return root
 
 
@@ -220,6 +222,7 @@ EXPECTED_PROBLEMS = {
     "7_t2": "mask without image",
     "8_t2": "not on the grid of",
     "9_t2": "cannot be read as an image",
+    "10_t2": "expected a 3D scalar volume",
 }
 
 
@@ -230,7 +233,7 @@ def test_every_validation_problem_is_reported_and_skipped(broken_spider, tmp_pat
     for case, text in EXPECTED_PROBLEMS.items():
         assert any(text in p and f"{case}.mha" in p for p in skipped[case]), (case, skipped[case])
     assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == ["1_t2.nii.gz", "2_t2.nii.gz"]
-    assert "SKIPPED 7 case(s)" in capsys.readouterr().err
+    assert "SKIPPED 8 case(s)" in capsys.readouterr().err
 
 
 def test_strict_stops_at_first_problem_and_cli_exit_codes(broken_spider, tmp_path, spider_source, capsys):
@@ -238,7 +241,7 @@ def test_strict_stops_at_first_problem_and_cli_exit_codes(broken_spider, tmp_pat
         convert_spider(broken_spider, 17, raw_dir=tmp_path, strict=True)
     assert len(info.value.problems) == 1 and not list(tmp_path.iterdir())
     assert symtc_main(["convert", "spider", "-i", str(broken_spider), "-d", "18", "-o", str(tmp_path)]) == 1
-    assert "7 case(s) skipped" in capsys.readouterr().out
+    assert "8 case(s) skipped" in capsys.readouterr().out
     assert symtc_main(["convert", "spider", "-i", str(spider_source[0]), "-d", "19", "-o", str(tmp_path),
                        "--sequences", "t2", "--labels", "levels", "--max-level", "2"]) == 1  # level 3 unknown
     assert symtc_main(["convert", "spider", "-i", str(spider_source[0]), "-d", "20", "-o", str(tmp_path),
