@@ -29,6 +29,7 @@ from scipy import ndimage
 from nnunetv2_symtc.io import Geometry, PathLike, read_image, write_image
 from nnunetv2_symtc.labels import SPIDER_CANAL, SPIDER_DISC_OFFSET, SPIDER_MAX_LEVEL, LabelMap
 from nnunetv2_symtc.dataset_conversion.writer import LABEL_MAP_FILE, SOURCE_CASES_FILE, datasets_with_id, reoriented
+from nnunetv2_symtc.errors import InputError
 
 SPIDER_SEMANTIC_SCHEME = "spider-semantic"
 
@@ -41,12 +42,12 @@ def resolve_dataset(dataset: Union[int, str, PathLike], raw_dir: Optional[PathLi
     if str(dataset).isdigit():
         matches = datasets_with_id(raw, int(dataset))
         if len(matches) != 1:
-            raise ValueError(f"dataset id {dataset}: {'no' if not matches else 'several'} DatasetXXX folders in {raw}"
+            raise InputError(f"dataset id {dataset}: {'no' if not matches else 'several'} DatasetXXX folders in {raw}"
                              + (f" ({[m.name for m in matches]})" if matches else ""))
         return matches[0]
     if (raw / str(dataset) / "dataset.json").is_file():
         return raw / str(dataset)
-    raise ValueError(f"{dataset}: not a dataset folder, id or name in nnUNet_raw ({raw})")
+    raise InputError(f"{dataset}: not a dataset folder, id or name in nnUNet_raw ({raw})")
 
 
 BODY_MARGIN = 0.25
@@ -118,7 +119,7 @@ def spider_semantic_to_source(classes: np.ndarray, geometry: Geometry, label_map
     vertebrae = separate_vertebrae(classes == labels["vertebra"], disc, geometry)
     count = int(vertebrae.max(initial=0))
     if count > SPIDER_MAX_LEVEL:
-        raise ValueError(f"{count} vertebrae; SPIDER numbers at most {SPIDER_MAX_LEVEL}")
+        raise InputError(f"{count} vertebrae; SPIDER numbers at most {SPIDER_MAX_LEVEL}")
     out[vertebrae > 0] = vertebrae[vertebrae > 0]
     height = _heights(classes.shape, geometry)
     vertebra_heights = np.sort(np.asarray(ndimage.mean(height, vertebrae, np.arange(1, count + 1)), dtype=np.float64))
@@ -147,13 +148,13 @@ def map_to_source(dataset: Union[int, str, PathLike], prediction_dir: PathLike, 
     folder = resolve_dataset(dataset, raw_dir)
     prediction_dir, output_dir = Path(prediction_dir), Path(output_dir)
     if not prediction_dir.is_dir():
-        raise ValueError(f"{prediction_dir}: prediction folder not found")
+        raise InputError(f"{prediction_dir}: prediction folder not found")
     if output_dir.resolve() == prediction_dir.resolve():
-        raise ValueError(f"{output_dir}: output folder must differ from the prediction folder")
+        raise InputError(f"{output_dir}: output folder must differ from the prediction folder")
     with open(folder / "dataset.json") as f:
         file_ending = json.load(f)["file_ending"]
     if not (folder / LABEL_MAP_FILE).is_file():
-        raise ValueError(f"{folder / LABEL_MAP_FILE}: not found; only datasets written by `symtc convert` can be mapped back")
+        raise InputError(f"{folder / LABEL_MAP_FILE}: not found; only datasets written by `symtc convert` can be mapped back")
     label_map = LabelMap.load(folder / LABEL_MAP_FILE)
     cases: Dict[str, dict] = {}
     if (folder / SOURCE_CASES_FILE).is_file():
@@ -161,7 +162,7 @@ def map_to_source(dataset: Union[int, str, PathLike], prediction_dir: PathLike, 
             cases = json.load(f)
     predictions = sorted(p for p in prediction_dir.iterdir() if p.name.endswith(file_ending) and p.is_file())
     if not predictions:
-        raise ValueError(f"{prediction_dir}: no {file_ending} predictions")
+        raise InputError(f"{prediction_dir}: no {file_ending} predictions")
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in predictions:
@@ -170,7 +171,7 @@ def map_to_source(dataset: Union[int, str, PathLike], prediction_dir: PathLike, 
         try:
             values = classes_to_source(classes, geometry, label_map)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise InputError(f"{path}: {e}") from None
         record = cases.get(case)
         name = path.name
         if record is not None:

@@ -32,6 +32,7 @@ from nnunetv2_symtc.dataset_conversion.validation import (
 from nnunetv2_symtc.dataset_conversion.writer import (
     TEST, TRAIN, CaseJob, CaseResult, DatasetFolder, fail_fast, finish_dataset, image_path, label_dtype,
     label_path, reoriented, run_jobs, write_volume)
+from nnunetv2_symtc.errors import InputError
 
 SPIDER_SEQUENCES: Tuple[str, ...] = ("t1", "t2", "t2_SPACE")
 SPIDER_SCHEMES: Tuple[str, ...] = ("semantic", "levels")
@@ -67,26 +68,26 @@ def spider_label_map(labels: str = "semantic", partial: Optional[str] = None,
         return spider_semantic_map(partial or "vertebra")
     if labels == "levels":
         return spider_levels_map(max_level, partial or "level")
-    raise ValueError(f"labels={labels!r}; choose one of {SPIDER_SCHEMES}")
+    raise InputError(f"labels={labels!r}; choose one of {SPIDER_SCHEMES}")
 
 
 def read_overview(root: Path) -> Dict[str, str]:
     """``overview.csv`` -> ``{series name: subset}`` (subset lower-cased, e.g. ``'validation'``)."""
     path = root / "overview.csv"
     if not path.is_file():
-        raise ValueError(f"{path}: not found; SPIDER's overview.csv (columns new_file_name, subset) says which "
+        raise InputError(f"{path}: not found; SPIDER's overview.csv (columns new_file_name, subset) says which "
                          "series belong to the official validation subset")
     with open(path, newline="") as f:
         text = f.read()
     try:
         dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t")
     except (csv.Error, IndexError):
-        raise ValueError(f"{path}: not a CSV file with a header line") from None
+        raise InputError(f"{path}: not a CSV file with a header line") from None
     rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
     columns = set(rows[0]) if rows else set()
     missing = {"new_file_name", "subset"} - columns
     if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)} (has {sorted(columns)})")
+        raise InputError(f"{path}: missing column(s) {sorted(missing)} (has {sorted(columns)})")
     subsets = {}
     for row in rows:
         name = Path(row["new_file_name"].strip()).name
@@ -105,7 +106,7 @@ def find_series(root: PathLike, sequences: Sequence[str] = SPIDER_SEQUENCES
     root = Path(root)
     for sub in ("images", "masks"):
         if not (root / sub).is_dir():
-            raise ValueError(f"{root / sub}: not found; a SPIDER root holds images/, masks/ and overview.csv")
+            raise InputError(f"{root / sub}: not found; a SPIDER root holds images/, masks/ and overview.csv")
     subsets = read_overview(root)
     problems: List[Problem] = []
     found: Dict[str, Dict[str, Path]] = {}
@@ -220,7 +221,7 @@ def convert_spider(root: PathLike, dataset_id: int, dataset_name: Optional[str] 
     root = Path(root)
     sequences = tuple(sequences)
     if not sequences or len(set(sequences)) != len(sequences) or not all(SEQUENCE_NAME.match(q) for q in sequences):
-        raise ValueError(f"sequences {list(sequences)}: give distinct names of letters, digits and '_', "
+        raise InputError(f"sequences {list(sequences)}: give distinct names of letters, digits and '_', "
                          f"such as {list(SPIDER_SEQUENCES)}")
     label_map = spider_label_map(labels, partial, max_level)
     with DatasetFolder(dataset_id, dataset_name or "SPIDER", raw_dir, overwrite) as folder:

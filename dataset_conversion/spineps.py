@@ -31,6 +31,7 @@ from nnunetv2_symtc.dataset_conversion.validation import (
 from nnunetv2_symtc.dataset_conversion.writer import (
     TEST, TRAIN, CaseJob, CaseResult, DatasetFolder, fail_fast, finish_dataset, label_path, reoriented, run_jobs,
     side_path, write_volume, image_path)
+from nnunetv2_symtc.errors import InputError
 
 DEFAULT_IMAGE_PATTERN = "*_T2w.nii.gz"
 SEMANTIC_SEGS: Tuple[str, ...] = ("spine", "subreg")
@@ -93,7 +94,7 @@ def find_cases(root: PathLike, image_pattern: str = DEFAULT_IMAGE_PATTERN) -> Tu
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root}: not a folder")
+        raise InputError(f"{root}: not a folder")
     problems: List[Problem] = []
     images: Dict[Tuple, List[Tuple[BidsName, Path]]] = {}
     masks: List[Tuple[BidsName, Path]] = []
@@ -108,7 +109,7 @@ def find_cases(root: PathLike, image_pattern: str = DEFAULT_IMAGE_PATTERN) -> Tu
             else:
                 images.setdefault(name.match_key(), []).append((name, path))
     if not images:
-        raise ValueError(f"{root}: no image matching {image_pattern!r} below it")
+        raise InputError(f"{root}: no image matching {image_pattern!r} below it")
 
     found: Dict[Path, Dict[str, List[Path]]] = {}
     for name, path in masks:
@@ -210,7 +211,7 @@ def convert_spineps(root: PathLike, dataset_id: int, dataset_name: Optional[str]
     cases, problems = find_cases(root, image_pattern)
     unknown = sorted(held_out - {c.subject for c in cases})
     if unknown:
-        raise ValueError(f"{root}: test subject(s) {unknown} have no complete case below it; "
+        raise InputError(f"{root}: test subject(s) {unknown} have no complete case below it; "
                          f"subjects found: {sorted({c.subject for c in cases})}")
     with DatasetFolder(dataset_id, dataset_name or "SPINEPS", raw_dir, overwrite) as folder:
         fail_fast(problems, strict)

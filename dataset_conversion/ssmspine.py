@@ -31,6 +31,7 @@ from nnunetv2_symtc.dataset_conversion.validation import (
 from nnunetv2_symtc.dataset_conversion.writer import (
     TEST, TRAIN, CaseJob, CaseResult, DatasetFolder, direction_for, finish_dataset, image_path, label_path,
     run_jobs, side_path, write_volume)
+from nnunetv2_symtc.errors import InputError
 
 IMAGE_KEYS: Tuple[str, ...] = ("img", "img_corrected", "img_equalized")
 LABEL_KEY = "label"
@@ -159,7 +160,7 @@ def find_files(root: PathLike) -> List[Tuple[str, str, Path]]:
     """``(subset, patient folder, file)`` for every ``{Train,Test}/p*/aug*.pt``, in natural order."""
     root = Path(root)
     if not any((root / s).is_dir() for s in SUBSETS):
-        raise ValueError(f"{root}: has neither Train/ nor Test/; an SSMSpine root holds Train/p<ID>/aug<K>.pt")
+        raise InputError(f"{root}: has neither Train/ nor Test/; an SSMSpine root holds Train/p<ID>/aug<K>.pt")
     found = []
     for subset in SUBSETS:
         for patient in sorted((root / subset).glob("p*"), key=lambda p: _natural_key(p.name)):
@@ -167,7 +168,7 @@ def find_files(root: PathLike) -> List[Tuple[str, str, Path]]:
                 for f in sorted(patient.glob("aug*.pt"), key=lambda p: _natural_key(p.name)):
                     found.append((subset, patient.name, f))
     if not found:
-        raise ValueError(f"{root}: no Train/p*/aug*.pt or Test/p*/aug*.pt files")
+        raise InputError(f"{root}: no Train/p*/aug*.pt or Test/p*/aug*.pt files")
     return found
 
 
@@ -180,7 +181,7 @@ def convert_ssmspine(root: PathLike, dataset_id: int, dataset_name: Optional[str
     output and in ``dataset.json``), or raise ``ConversionError`` at the first one when ``strict``.
     """
     if image_key not in IMAGE_KEYS:
-        raise ValueError(f"image_key={image_key!r}; choose one of {IMAGE_KEYS}")
+        raise InputError(f"image_key={image_key!r}; choose one of {IMAGE_KEYS}")
     root = Path(root)
     label_map = ssmspine_map()
     with DatasetFolder(dataset_id, dataset_name or "SSMSpine", raw_dir, overwrite) as folder:

@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from nnunetv2_symtc.errors import InputError
 from nnunetv2_symtc.io import Geometry, PathLike, read_image
 
 SPACING_RTOL = 1e-3
@@ -35,7 +36,7 @@ class Problem:
         return f"{self.file}: {self.message}"
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """Raised when a conversion cannot proceed; ``problems`` lists every problem found so far."""
 
     def __init__(self, problems: Sequence[Problem], summary: str = ""):

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from nnunetv2_symtc.io import Geometry, PathLike, reorient, to_sitk
 from nnunetv2_symtc.labels import LabelMap
 from nnunetv2_symtc.dataset_conversion.validation import MAX_LISTED, ConversionError, Problem, ProblemFound, group_by_case
+from nnunetv2_symtc.errors import InputError
 
 FILE_ENDING = ".nii.gz"
 TRAIN, TEST = "Tr", "Ts"
@@ -180,7 +181,7 @@ def grouped_splits(case_groups: Dict[str, str], max_folds: int = MAX_FOLDS,
     """
     groups = sorted(set(case_groups.values()))
     if not groups:
-        raise ValueError("no training cases to split")
+        raise InputError("no training cases to split")
     if len(groups) == 1:
         cases = sorted(case_groups)
         return ([{"train": cases, "val": cases}],
@@ -207,7 +208,7 @@ def raw_folder(raw_dir: Optional[PathLike] = None) -> Path:
     """``raw_dir`` or ``$nnUNet_raw`` (which must exist)."""
     if raw_dir is None:
         if not os.environ.get("nnUNet_raw"):
-            raise ValueError("nnUNet_raw is not set; export it or pass an output folder (-o)")
+            raise InputError("nnUNet_raw is not set; export it or pass an output folder (-o)")
         raw_dir = os.environ["nnUNet_raw"]
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -238,9 +239,9 @@ class DatasetFolder:
     def __init__(self, dataset_id: int, dataset_name: str, raw_dir: Optional[PathLike] = None,
                  overwrite: bool = False):
         if not 1 <= int(dataset_id) <= 999:
-            raise ValueError(f"dataset id {dataset_id} must be 1-999 (nnU-Net's DatasetXXX)")
+            raise InputError(f"dataset id {dataset_id} must be 1-999 (nnU-Net's DatasetXXX)")
         if not dataset_name or any(c in dataset_name for c in "/\\ ") or "__" in dataset_name:
-            raise ValueError(f"dataset name {dataset_name!r} must be non-empty without spaces, slashes or '__'")
+            raise InputError(f"dataset name {dataset_name!r} must be non-empty without spaces, slashes or '__'")
         self.dataset_id = int(dataset_id)
         self.raw_dir = raw_folder(raw_dir)
         self.target = self.raw_dir / f"Dataset{self.dataset_id:03d}_{dataset_name}"
@@ -254,7 +255,7 @@ class DatasetFolder:
         existing = datasets_with_id(self.raw_dir, self.dataset_id) + datasets_with_id(_env_folder("nnUNet_preprocessed"),
                                                                                        self.dataset_id)
         if existing:
-            raise ValueError(f"{existing[0]} already exists (dataset id {self.dataset_id}); pass --overwrite "
+            raise InputError(f"{existing[0]} already exists (dataset id {self.dataset_id}); pass --overwrite "
                              "(overwrite=True) to replace it, or choose another id")
 
     def __enter__(self) -> "DatasetFolder":
@@ -293,7 +294,7 @@ def finish_dataset(folder: DatasetFolder, *, results: Sequence[CaseResult], prob
     geometries = {Geometry(**r.record["geometry"]) for r in results}
     orientations = sorted({g.orientation for g in geometries})
     if len(orientations) != 1:
-        raise ValueError(f"cases have different orientations {orientations}; nnU-Net needs one orientation per dataset "
+        raise InputError(f"cases have different orientations {orientations}; nnU-Net needs one orientation per dataset "
                          "(do not use keep-orientation for this data)")
     axes = next(iter(geometries)).anatomical_axes()
     splits, split_note = grouped_splits({r.case: r.group for r in train})

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from nnunetv2_symtc.devices import resolve_device
 from nnunetv2_symtc.phantom import PhantomConfig
 
 SEMANTIC_ID, LEVELS_ID, INSTANCE_ID = 971, 972, 973
@@ -102,16 +103,6 @@ def _default_process_counts() -> None:
     cores = str(max(1, os.cpu_count() or 1))
     os.environ.setdefault("nnUNet_def_n_proc", cores)
     os.environ.setdefault("nnUNet_n_proc_DA", cores)
-
-
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("-device cuda was requested but no CUDA device is visible")
-    return device
 
 
 def _write_phantoms(root: Path, budget: DemoBudget, seed: int) -> Dict[str, List[str]]:
@@ -220,7 +211,7 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
     from nnunetv2_symtc.instance.dataset import build_instance_dataset
     from nnunetv2_symtc.instance.pipeline import SUFFIXES, PredictionSettings, TwoPhasePredictor, predict_folder
 
-    device = _pick_device(device)
+    device = resolve_device(device)
     if budget_name == "auto":
         budget_name = "full" if device == "cuda" else "cpu"
     if budget_name not in BUDGETS:

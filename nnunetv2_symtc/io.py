@@ -19,6 +19,8 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_symtc.errors import InputFileError
+
 PathLike = Union[str, Path]
 
 CANONICAL_ORIENTATION = "PIR"
@@ -93,7 +95,7 @@ def read_image(path: PathLike) -> Tuple[np.ndarray, Geometry]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise OSError(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1]})") from None
+        raise InputFileError(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1]})") from None
     return sitk.GetArrayFromImage(image), Geometry.from_sitk(image)
 
 

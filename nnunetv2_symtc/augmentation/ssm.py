@@ -29,6 +29,7 @@ from nnunetv2_symtc.dataset_conversion.writer import (LABEL_MAP_FILE, SPLITS_FIL
                                                      raw_folder, write_json)
 from nnunetv2_symtc.io import Geometry, read_image, write_image
 from nnunetv2_symtc.labels import LabelMap
+from nnunetv2_symtc.errors import InputError, InputFileError
 
 LANDMARKS_FOLDER = "landmarksTr"
 MODELS_FILE = "ssm_models.json"
@@ -78,7 +79,7 @@ def find_raw_dataset(dataset_id: int) -> Path:
     """The ``Dataset{id:03d}_*`` folder in ``$nnUNet_raw``; ``OSError`` if absent or ambiguous."""
     matches = datasets_with_id(raw_folder(), int(dataset_id))
     if len(matches) != 1:
-        raise OSError(f"{'no' if not matches else 'several'} raw dataset(s) with id {dataset_id} in {raw_folder()}"
+        raise InputFileError(f"{'no' if not matches else 'several'} raw dataset(s) with id {dataset_id} in {raw_folder()}"
                       + (f": {[m.name for m in matches]}" if matches else ""))
     return matches[0]
 
@@ -88,9 +89,9 @@ def _load_json(path: Path) -> dict:
         with open(path) as f:
             return json.load(f)
     except FileNotFoundError:
-        raise OSError(f"{path}: not found") from None
+        raise InputFileError(f"{path}: not found") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
 def load_splits(folder: Path, case_ids: Sequence[str]) -> List[Dict[str, List[str]]]:
@@ -106,14 +107,14 @@ def load_splits(folder: Path, case_ids: Sequence[str]) -> List[Dict[str, List[st
     for fold, split in enumerate(splits):
         unknown = sorted((set(split.get("train", [])) | set(split.get("val", []))) - known)
         if unknown or "train" not in split or "val" not in split:
-            raise ValueError(f"{path}: fold {fold} lacks 'train'/'val' or names cases not in imagesTr: {unknown[:5]}")
+            raise InputError(f"{path}: fold {fold} lacks 'train'/'val' or names cases not in imagesTr: {unknown[:5]}")
     return splits
 
 
 def _read_2d(path: str) -> Tuple[np.ndarray, Geometry]:
     array, geometry = read_image(path)
     if array.ndim != 3 or array.shape[0] != 1:
-        raise ValueError(f"{path}: array shape {array.shape}; SSM augmentation supports 2D slices stored as "
+        raise InputError(f"{path}: array shape {array.shape}; SSM augmentation supports 2D slices stored as "
                          "(1, H, W) only — 3D volumes are not supported")
     return array[0], geometry
 
@@ -124,7 +125,7 @@ def _case_landmarks(case: str, label: np.ndarray, layout: SpineLayout, stored: O
     try:
         return extract_landmarks(label, layout)
     except ValueError as e:
-        raise ValueError(f"case {case}: {e}") from None
+        raise InputError(f"case {case}: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,13 +191,13 @@ def ssm_augment_dataset(source_id: int, target_id: int, config: SSMAugmentConfig
     ``Dataset`` folder; an existing target is refused unless ``config.overwrite``.
     """
     if config.shapes < 1:
-        raise ValueError(f"--shapes must be at least 1, got {config.shapes}")
+        raise InputError(f"--shapes must be at least 1, got {config.shapes}")
     source = find_raw_dataset(source_id)
     if int(target_id) == int(source_id):
-        raise ValueError(f"target id {target_id} is the source dataset {source.name}")
+        raise InputError(f"target id {target_id} is the source dataset {source.name}")
     dataset_json = _load_json(source / "dataset.json")
     if "dataset" in dataset_json:
-        raise ValueError(f"{source / 'dataset.json'}: explicit 'dataset' file lists are not supported; "
+        raise InputError(f"{source / 'dataset.json'}: explicit 'dataset' file lists are not supported; "
                          "use the imagesTr/labelsTr layout")
     file_ending = dataset_json["file_ending"]
     label_map = LabelMap.load(source / LABEL_MAP_FILE) if (source / LABEL_MAP_FILE).exists() else None
@@ -224,7 +225,7 @@ def ssm_augment_dataset(source_id: int, target_id: int, config: SSMAugmentConfig
                   "(the warp carries them along)")
         layout = layout.restricted_to(present)
         if len(layout.vertebrae) < 2:
-            raise ValueError(f"{source}: fewer than two vertebrae are present in every training case")
+            raise InputError(f"{source}: fewer than two vertebrae are present in every training case")
     cases = {c: SourceCase(c, tuple(files[c]["images"]), files[c]["label"],
                            _case_landmarks(c, labels[c], layout, stored.get(c))) for c in case_ids}
 

@@ -1,7 +1,7 @@
 """``symtc demo``: the README's main job (see ``nnunetv2_symtc.demo``)."""
 from pathlib import Path
 
-from nnunetv2_symtc.cli import add_subcommand
+from nnunetv2_symtc.cli import add_device_flag, add_subcommand, selected_device
 
 
 def register(subparsers) -> None:
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
                         help="output folder (must not exist or be empty); nnU-Net folders go inside it")
     parser.add_argument("--budget", choices=("auto", "tiny", "cpu", "full"), default="auto",
                         help="auto: 'full' on a GPU, 'cpu' otherwise; 'tiny' only checks the wiring")
-    parser.add_argument("-device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device_flag(parser)
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
     parser.set_defaults(func=run)
 
@@ -23,5 +23,5 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from nnunetv2_symtc.demo import run_demo
 
-    run_demo(args.output, args.budget, args.device, args.seed)
+    run_demo(args.output, args.budget, selected_device(args), args.seed)
     return 0

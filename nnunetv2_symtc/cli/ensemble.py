@@ -1,5 +1,6 @@
 """``symtc ensemble``: average probabilities of prediction folders, or predict and ensemble end to end."""
 from nnunetv2_symtc.cli import add_subcommand
+from nnunetv2_symtc.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -39,9 +40,9 @@ def run(args) -> int:
         print(f"ensembled {len(args.i)} folders, {len(written)} cases -> {args.o}")
         return 0
     if args.m is not None and args.d is not None:
-        raise ValueError("give either -m MODEL_FOLDERS or -d DATASET, not both")
+        raise InputError("give either -m MODEL_FOLDERS or -d DATASET, not both")
     if len(args.i) != 1:
-        raise ValueError(f"with -m/-d, -i is the one folder of raw images; got {len(args.i)} paths")
+        raise InputError(f"with -m/-d, -i is the one folder of raw images; got {len(args.i)} paths")
     postprocessing = None
     if args.d is not None:
         folders, folds, postprocessing = ensemble.recommended_members(args.d)

@@ -1,5 +1,6 @@
 """``symtc evaluate``: Dice, HD95, ASSD, volumes (+ instances, SPIDER rules) for two folders."""
-from nnunetv2_symtc.cli import add_subcommand
+from nnunetv2_symtc.cli import add_flag, add_subcommand
+from nnunetv2_symtc.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -21,13 +22,13 @@ def register(subparsers) -> None:
                         help="files are instance masks: add PQ/SQ/RQ, Dice variants and per-instance rows")
     parser.add_argument("--assd", choices=("pooled", "mean_of_directed_means"), default="pooled",
                         help="ASSD definition: pooled mean (medpy >= 0.5) or mean of the two directed means")
-    parser.add_argument("--symtc_compat", action="store_true",
+    add_flag(parser, "--symtc-compat", "--symtc_compat", action="store_true",
                         help="also report HD95_symtc_px (voxel units, 0 when a mask is empty) and Dice_symtc "
                              "(1 when both are empty), only for comparison with the SymTC paper")
-    parser.add_argument("--spider_array_spacing", action="store_true",
+    add_flag(parser, "--spider-array-spacing", "--spider_array_spacing", action="store_true",
                         help="with --scheme spider: use the spacing in array order for ASD instead of "
                              "reproducing the official script's (x, y, z) order")
-    parser.add_argument("--no_distances", action="store_true", help="skip HD95/ASSD (overlap metrics only)")
+    add_flag(parser, "--no-distances", "--no_distances", action="store_true", help="skip HD95/ASSD (overlap metrics only)")
     parser.add_argument("--overlays", type=int, default=0, metavar="K",
                         help="write PNGs of the K cases with the lowest mean Dice to OUT/worst_cases")
     parser.add_argument("-np", type=int, default=1, help="number of processes (cases run in parallel)")
@@ -40,11 +41,11 @@ def run(args) -> int:
 
     if args.scheme == "nnunet":
         if args.d is None:
-            raise ValueError("--scheme nnunet needs -d DATASET (id or name) to read its dataset.json")
+            raise InputError("--scheme nnunet needs -d DATASET (id or name) to read its dataset.json")
         labels = nnunet_label_setup(args.d)
     else:
         if args.d is not None:
-            raise ValueError("-d is only used with --scheme nnunet")
+            raise InputError("-d is only used with --scheme nnunet")
         labels = LabelSetup(args.scheme)
     options = EvaluationOptions(labels=labels, instances=args.instances, distances=not args.no_distances,
                                 assd_definition=args.assd, symtc_compat=args.symtc_compat,

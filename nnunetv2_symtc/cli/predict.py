@@ -1,5 +1,5 @@
 """``symtc predict``: two-phase (semantic, then vertebra-instance) prediction of whole scans."""
-from nnunetv2_symtc.cli import add_subcommand
+from nnunetv2_symtc.cli import add_device_flag, add_flag, add_subcommand, selected_device
 
 EXAMPLE = ("symtc predict -i scans/ -o out/ --semantic-model $nnUNet_results/Dataset301_Spine/"
            "nnUNetTrainer__nnUNetPlans__3d_fullres --instance-model $nnUNet_results/Dataset302_Inst/"
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("--instance-model", required=True, metavar="FOLDER", help="trained phase-2 model folder")
     parser.add_argument("-f", nargs="+", default=None, help="folds (default: every fold with a checkpoint)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
-    parser.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device")
+    add_device_flag(parser)
     parser.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (fraction of the patch)")
     parser.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
     parser.add_argument("-npp", type=int, default=1, help="nnU-Net preprocessing processes; >1 (or -nps >1) uses nnU-Net's worker pools instead of predicting in this process")
@@ -37,14 +37,14 @@ def register(subparsers) -> None:
                         help="write the instance mask in SPIDER values (vertebrae cut by the in-plane field of view: 101-125)")
     parser.add_argument("--split-endplates", action="store_true",
                         help="write endplates as 52 (superior) / 53 (inferior) instead of 62 in the semantic mask")
-    parser.add_argument("--save-probabilities", action="store_true", help="also save phase-1 probabilities (.npz)")
+    add_flag(parser, "--save_probabilities", "--save-probabilities", action="store_true", help="also save phase-1 probabilities (.npz)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from nnunetv2_symtc.instance.pipeline import PredictionSettings, TwoPhasePredictor, predict_folder
 
-    settings = PredictionSettings(folds=args.f, device=args.device, step_size=args.step_size,
+    settings = PredictionSettings(folds=args.f, device=selected_device(args), step_size=args.step_size,
                                   use_mirroring=not args.disable_tta, checkpoint=args.chk,
                                   num_processes_preprocessing=args.npp, num_processes_segmentation_export=args.nps,
                                   phase2_batch_size=args.phase2_batch_size)

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from nnunetv2_symtc.errors import InputError, InputFileError
+
 PathLike = Union[str, Path]
 
 
@@ -32,19 +34,19 @@ class MemberFolder:
     def read(cls, path: PathLike) -> "MemberFolder":
         path = Path(path)
         if not path.is_dir():
-            raise OSError(f"{path}: ensemble member is not a folder")
+            raise InputFileError(f"{path}: ensemble member is not a folder")
         jsons = {}
         for name in ("dataset.json", "plans.json"):
             if not (path / name).is_file():
-                raise OSError(f"{path}: has no {name}; ensemble folders written by nnU-Net's predictor "
+                raise InputFileError(f"{path}: has no {name}; ensemble folders written by nnU-Net's predictor "
                               f"(nnUNetv2_predict/symtc predict --save_probabilities) contain one")
             jsons[name] = json.loads((path / name).read_text())
         case_ids = tuple(sorted(f.name[:-4] for f in path.glob("*.npz")))
         if not case_ids:
-            raise OSError(f"{path}: holds no .npz probability files; predict with --save_probabilities")
+            raise InputFileError(f"{path}: holds no .npz probability files; predict with --save_probabilities")
         missing_pkl = [c for c in case_ids if not (path / f"{c}.pkl").is_file()]
         if missing_pkl:
-            raise OSError(f"{path}: .npz without the matching .pkl properties file: {', '.join(missing_pkl)}")
+            raise InputFileError(f"{path}: .npz without the matching .pkl properties file: {', '.join(missing_pkl)}")
         return cls(path, jsons["dataset.json"], jsons["plans.json"], case_ids)
 
     def probability_shape(self, case_id: str) -> Tuple[int, ...]:
@@ -57,7 +59,7 @@ class MemberFolder:
                                    else np.lib.format.read_array_header_2_0)
                     shape, _, _ = read_header(f)
             except KeyError:
-                raise ValueError(f"{self.path / (case_id + '.npz')}: has no 'probabilities' array") from None
+                raise InputError(f"{self.path / (case_id + '.npz')}: has no 'probabilities' array") from None
         return tuple(shape)
 
 
@@ -71,21 +73,21 @@ def check_members(folders: Sequence[PathLike]) -> List[MemberFolder]:
     Raises ``ValueError`` naming the first folder that disagrees with the first member.
     """
     if len(folders) < 2:
-        raise ValueError(f"an ensemble needs at least two prediction folders, got {len(folders)}")
+        raise InputError(f"an ensemble needs at least two prediction folders, got {len(folders)}")
     members = [MemberFolder.read(f) for f in folders]
     first = members[0]
     for member in members[1:]:
         if _label_definition(member.dataset_json) != _label_definition(first.dataset_json):
-            raise ValueError(f"{member.path}: labels {member.dataset_json.get('labels')} differ from "
+            raise InputError(f"{member.path}: labels {member.dataset_json.get('labels')} differ from "
                              f"{first.path}: {first.dataset_json.get('labels')}")
         if member.case_ids != first.case_ids:
             only_here = sorted(set(member.case_ids) - set(first.case_ids))
             missing = sorted(set(first.case_ids) - set(member.case_ids))
-            raise ValueError(f"{member.path}: cases differ from {first.path} (missing: {missing or 'none'}; "
+            raise InputError(f"{member.path}: cases differ from {first.path} (missing: {missing or 'none'}; "
                              f"extra: {only_here or 'none'})")
         for case_id in first.case_ids:
             if member.probability_shape(case_id) != first.probability_shape(case_id):
-                raise ValueError(f"{member.path}: probabilities of {case_id} have shape "
+                raise InputError(f"{member.path}: probabilities of {case_id} have shape "
                                  f"{member.probability_shape(case_id)}, {first.path} has "
                                  f"{first.probability_shape(case_id)}")
     return members
@@ -136,7 +138,7 @@ def predict_member(model_folder: PathLike, input_folder: PathLike, output_folder
 
     model_folder, output_folder = Path(model_folder), Path(output_folder)
     if not (model_folder / "plans.json").is_file():
-        raise OSError(f"{model_folder}: not a trained nnU-Net model folder (no plans.json)")
+        raise InputFileError(f"{model_folder}: not a trained nnU-Net model folder (no plans.json)")
     predictor = nnUNetPredictor(use_mirroring=not disable_tta, device=torch.device(device), verbose=False,
                                 allow_tqdm=progress)
     predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds) if folds is not None else None,
@@ -160,7 +162,7 @@ def recommended_members(dataset: Union[int, str]) -> Tuple[List[Path], Tuple[int
     name = maybe_convert_to_dataset_name(dataset)
     info_file = Path(nnUNet_results or "") / name / "inference_information.json"
     if not info_file.is_file():
-        raise OSError(f"{info_file}: not found; run nnUNetv2_find_best_configuration {dataset} first")
+        raise InputFileError(f"{info_file}: not found; run nnUNetv2_find_best_configuration {dataset} first")
     info = json.loads(info_file.read_text())
     best = info["best_model_or_ensemble"]
     folders = [Path(nnUNet_results) / name / f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}"
@@ -183,7 +185,7 @@ def run_ensemble(model_folders: Sequence[PathLike], input_folder: PathLike, outp
     output_folder = Path(output_folder)
     names = [Path(m).name for m in model_folders]
     if len(set(names)) != len(names):
-        raise ValueError(f"model folders must differ by name (trainer__plans__configuration): {names}")
+        raise InputError(f"model folders must differ by name (trainer__plans__configuration): {names}")
     member_outputs = [predict_member(m, input_folder, output_folder / "members" / Path(m).name, folds, checkpoint,
                                      device, disable_tta, num_processes, progress) for m in model_folders]
     result = {"members": output_folder / "members"}

@@ -21,6 +21,7 @@ import numpy as np
 
 from nnunetv2_symtc.evaluation import metrics as M
 from nnunetv2_symtc.io import read_image
+from nnunetv2_symtc.errors import InputError, InputFileError
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".tif", ".tiff", ".png")
 SCHEMES = ("spineps", "spider", "ssmspine", "nnunet")
@@ -43,15 +44,15 @@ def pair_files(reference_dir, prediction_dir) -> List[Tuple[str, Path, Path]]:
     found = []
     for folder in (Path(reference_dir), Path(prediction_dir)):
         if not folder.is_dir():
-            raise OSError(f"{folder}: not a folder")
+            raise InputFileError(f"{folder}: not a folder")
         files = {split_ending(f.name)[0]: f for f in sorted(folder.iterdir()) if split_ending(f.name)[1]}
         if not files:
-            raise OSError(f"{folder}: holds no image files (endings {', '.join(IMAGE_ENDINGS)})")
+            raise InputFileError(f"{folder}: holds no image files (endings {', '.join(IMAGE_ENDINGS)})")
         found.append(files)
     ref, pred = found
     unpaired = [str(ref[c]) for c in sorted(set(ref) - set(pred))] + [str(pred[c]) for c in sorted(set(pred) - set(ref))]
     if unpaired:
-        raise ValueError(f"{len(unpaired)} file(s) have no partner of the same name in the other folder: "
+        raise InputError(f"{len(unpaired)} file(s) have no partner of the same name in the other folder: "
                          + ", ".join(unpaired))
     return [(c, ref[c], pred[c]) for c in sorted(ref)]
 
@@ -106,7 +107,7 @@ def nnunet_label_setup(dataset: str) -> LabelSetup:
             dataset_json = json.loads(path.read_text())
             break
     else:
-        raise OSError(f"no dataset.json for {name} in {', '.join(map(str, candidates)) or 'nnUNet_raw/nnUNet_preprocessed (unset)'}")
+        raise InputFileError(f"no dataset.json for {name} in {', '.join(map(str, candidates)) or 'nnUNet_raw/nnUNet_preprocessed (unset)'}")
     manager = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
     names_by_value = {}
     for label_name, value in dataset_json["labels"].items():
@@ -137,7 +138,7 @@ class EvaluationOptions:
 
     def __post_init__(self):
         if self.symtc_compat and not self.distances:
-            raise ValueError("SymTC-compat metrics include HD95_symtc_px, so they need distances enabled")
+            raise InputError("SymTC-compat metrics include HD95_symtc_px, so they need distances enabled")
         if self.assd_definition not in M.ASSD_DEFINITIONS:
             raise ValueError(f"unknown ASSD definition {self.assd_definition!r}; choose one of {M.ASSD_DEFINITIONS}")
 
@@ -147,10 +148,10 @@ def evaluate_case(reference_file, prediction_file, options: EvaluationOptions) -
     reference, geometry_ref = read_image(reference_file)
     prediction, geometry_pred = read_image(prediction_file)
     if reference.shape != prediction.shape:
-        raise ValueError(f"{prediction_file}: shape {prediction.shape} differs from the reference "
+        raise InputError(f"{prediction_file}: shape {prediction.shape} differs from the reference "
                          f"{reference_file} {reference.shape} (array order)")
     if not np.allclose(geometry_ref.spacing_zyx, geometry_pred.spacing_zyx, rtol=1e-3):
-        raise ValueError(f"{prediction_file}: spacing {geometry_pred.spacing_zyx} differs from the reference "
+        raise InputError(f"{prediction_file}: spacing {geometry_pred.spacing_zyx} differs from the reference "
                          f"{reference_file} {geometry_ref.spacing_zyx}")
     spacing = geometry_ref.spacing_zyx
     entry = {"reference_file": str(reference_file), "prediction_file": str(prediction_file),

@@ -27,6 +27,7 @@ from scipy.ndimage import shift as nd_shift
 
 from nnunetv2_symtc.evaluation.metrics import case_metrics
 from nnunetv2_symtc.io import Geometry
+from nnunetv2_symtc.errors import InputError, InputFileError
 
 Predictor = Callable[[np.ndarray, Geometry], np.ndarray]
 DIRECTIONS = ("superior", "inferior", "anterior", "posterior")
@@ -198,19 +199,19 @@ def load_cases(images_folder, labels_folder, file_ending: str = ".nii.gz",
     images_folder, labels_folder = Path(images_folder), Path(labels_folder)
     first_channels = sorted(images_folder.glob(f"*_0000{file_ending}"))
     if not first_channels:
-        raise OSError(f"{images_folder}: no images named <case>_0000{file_ending}")
+        raise InputFileError(f"{images_folder}: no images named <case>_0000{file_ending}")
     cases = []
     for first in first_channels[:max_cases]:
         case_id = first.name[: -len(f"_0000{file_ending}")]
         label_file = labels_folder / f"{case_id}{file_ending}"
         if not label_file.is_file():
-            raise OSError(f"{label_file}: reference for {first} not found")
+            raise InputFileError(f"{label_file}: reference for {first} not found")
         channels = sorted(images_folder.glob(f"{case_id}_[0-9][0-9][0-9][0-9]{file_ending}"))
         arrays = [read_image(c) for c in channels]
         reference, geometry = read_image(label_file)
         image = np.stack([a for a, _ in arrays]).astype(np.float32)
         if image.shape[1:] != reference.shape:
-            raise ValueError(f"{label_file}: shape {reference.shape} differs from its image {image.shape[1:]}")
+            raise InputError(f"{label_file}: shape {reference.shape} differs from its image {image.shape[1:]}")
         cases.append(Case(case_id, image, reference, geometry))
     return cases
 

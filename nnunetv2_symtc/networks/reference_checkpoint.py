@@ -16,6 +16,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from nnunetv2_symtc.networks.symtc import SymTC
+from nnunetv2_symtc.errors import InputError, InputFileError
 
 DEAD_PATTERNS = (r"\.MHA\.Q\.mlp0\.", r"\.MHA\.K\.mlp0\.", r"\.MHA\.pos\.", r"\.cal_abs_pos\.grid$")
 """Reference keys with no counterpart: parameters that never get a gradient, and the position buffer."""
@@ -128,17 +129,17 @@ def import_reference_checkpoint(reference: Path, output: Path) -> Dict[str, int]
     """
     reference, output = Path(reference), Path(output)
     if not reference.is_file():
-        raise OSError(f"{reference}: no such checkpoint file")
+        raise InputFileError(f"{reference}: no such checkpoint file")
     warnings.warn(f"loading {reference} with weights_only=False (it pickles an argparse Namespace and "
                   "optimiser state): this can run arbitrary code, load only files you trust", stacklevel=2)
     checkpoint = torch.load(reference, map_location="cpu", weights_only=False)
     if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
         keys = list(checkpoint)[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{reference}: expected the authors' best.pth, a dict with 'model_state_dict'; got {keys}")
+        raise InputError(f"{reference}: expected the authors' best.pth, a dict with 'model_state_dict'; got {keys}")
     try:
         converted, _ = convert_reference_state_dict(checkpoint["model_state_dict"])
     except ValueError as e:
-        raise ValueError(f"{reference}: {e}") from None
+        raise InputError(f"{reference}: {e}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"network_weights": converted}, output)
     return reference_width(_without_ddp_prefix(checkpoint["model_state_dict"]))
