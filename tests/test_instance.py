@@ -214,9 +214,11 @@ def test_level_naming_from_sacrum_and_override(phantom):
     vertebrae = np.where(phantom.vert_mask < SPINEPS_DISC_OFFSET, phantom.vert_mask, 0)
     order = {v: k for k, v in enumerate(phantom.vertebra_ids[:-1], start=1)}
     anonymous = np.vectorize(lambda v: order.get(int(v), 0))(np.where(vertebrae == 26, 0, vertebrae)).astype(np.uint16)
-    named, naming = name_vertebrae(anonymous, phantom.spine_mask, spacing, lowest_vertebra=22)
+    named, naming = name_vertebrae(anonymous, phantom.spine_mask, spacing)
     assert "sacrum" in naming["rule"] and naming["ids_top_to_bottom"] == [19, 20, 21, 22, 23, 24]
     assert np.array_equal(named[anonymous > 0], vertebrae[anonymous > 0])
+    _, naming = name_vertebrae(anonymous, phantom.spine_mask, spacing, lowest_vertebra=22)
+    assert naming["rule_source"] == "user" and naming["ids_top_to_bottom"] == [17, 18, 19, 20, 21, 22]
     no_sacrum = np.where(phantom.spine_mask == SACRUM, 0, phantom.spine_mask)
     named, naming = name_vertebrae(anonymous, no_sacrum, spacing, lowest_vertebra=22)
     assert "override" in naming["rule"] and naming["ids_top_to_bottom"] == [17, 18, 19, 20, 21, 22]

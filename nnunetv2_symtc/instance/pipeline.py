@@ -31,7 +31,7 @@ import nnunetv2_symtc
 from nnunetv2_symtc.instance.centres import clean_semantic, vertebral_body_centres
 from nnunetv2_symtc.instance.cutouts import make_cutout
 from nnunetv2_symtc.instance.dataset import Phase2Spec, phase1_label_map, read_dataset_json, spider_to_spineps_semantic
-from nnunetv2_symtc.instance.labeling import (add_discs_and_endplates, clean_instances, name_vertebrae,
+from nnunetv2_symtc.instance.labeling import (absorb_fragments, add_discs_and_endplates, clean_instances, name_vertebrae,
                                               sequence_warnings, spineps_to_spider, split_endplates,
                                               vertebrae_top_to_bottom)
 from nnunetv2_symtc.instance.merge import cutout_votes, merge_by_agreement
@@ -321,7 +321,8 @@ def assemble_instances(semantic: np.ndarray, predictions: Sequence[np.ndarray], 
         warnings.append("no vertebral body found: the instance mask is empty")
     elif not cleaned.any():
         warnings.append("phase 2 assigned no vertebra voxel: the instance mask is empty")
-    named, naming = name_vertebrae(cleaned, semantic, spacing_zyx, lowest_vertebra, default_lowest, default_rule,
+    absorbed, fragments = absorb_fragments(cleaned, semantic, spacing_zyx)
+    named, naming = name_vertebrae(absorbed, semantic, spacing_zyx, lowest_vertebra, default_lowest, default_rule,
                                    sacrum_id=None)  # merged ids are candidate numbers; the sacrum comes from semantic
     instance, side, disc_warnings = add_discs_and_endplates(named, semantic, spacing_zyx)
     warnings += disc_warnings
@@ -329,13 +330,18 @@ def assemble_instances(semantic: np.ndarray, predictions: Sequence[np.ndarray], 
     if unnamed:
         warnings.append(f"{unnamed} vertebra candidate(s) above the highest nameable level were removed; "
                         "check the phase-1 segmentation or pass --lowest-vertebra")
-    lut = {i + 1 + unnamed: v for i, v in enumerate(naming["ids_top_to_bottom"])}
+    lut = dict(zip(naming["candidates_top_to_bottom"], naming["ids_top_to_bottom"]))
+    for fragment in fragments:
+        fragment["into_vertebra"] = lut.get(fragment["into"])
+        if fragment["action"] != "kept: cut by the field of view":
+            warnings.append(f"instance {fragment['instance']} ({fragment['voxels']} voxels, {fragment['ml']} ml) is "
+                            f"a fragment, not a vertebra: {fragment['action']}")
     for record in records:
         record["vertebra"] = lut.get(record["instance"])
         if record["flagged"]:
             warnings.append(f"phase-2 cutouts disagree about vertebra slot {record['slot']} "
                             f"(votes {record['dice']}); the centre cutout's answer was used")
-    metadata = {"naming": naming, "merge": records, "instance_cleaning": clean_report,
+    metadata = {"naming": naming, "fragments": fragments, "merge": records, "instance_cleaning": clean_report,
                 "cutouts": [c.to_json() for c in cutouts]}
     return CaseOutput(semantic, instance, side, None, metadata, warnings)
 

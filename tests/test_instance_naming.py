@@ -1,0 +1,137 @@
+"""Fragments never take a level; level naming rules and sequences (T13, L6, user override).
+
+The real-scan tests use tptbox's sample MRI (read from the installed package, never copied).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnunetv2_symtc.instance.labeling import absorb_fragments, clean_instances, level_ids, name_vertebrae
+from nnunetv2_symtc.io import read_image
+from nnunetv2_symtc.labels import (L5_ID, SACRUM, SACRUM_ID, SPINEPS_DISC_OFFSET, T13_ID, VERTEBRA_VALUES,
+                                   VERTEBRAL_BODY, ids_upward_from, levels_up_to_c1)
+from nnunetv2_symtc.phantom import PhantomConfig, generate_subject
+
+
+@pytest.fixture(scope="module")
+def tptbox_vertebrae():
+    """tptbox's real cervical sample: semantic mask, vertebra-only instance map (C5-C7), spacing."""
+    tptbox = pytest.importorskip("TPTBox")
+    folder = Path(os.path.dirname(tptbox.__file__)) / "tests" / "sample_mri"
+    semantic, geometry = read_image(folder / "sub-mri_seg-subreg_label-6_msk.nii.gz")
+    instance, _ = read_image(folder / "sub-mri_seg-vert_label-6_msk.nii.gz")
+    vertebrae = np.where(np.isin(semantic, VERTEBRA_VALUES) & (instance < SPINEPS_DISC_OFFSET), instance, 0)
+    return semantic, vertebrae.astype(np.uint16), geometry.spacing_zyx
+
+
+def as_candidates(vertebrae: np.ndarray, ids_top_to_bottom) -> np.ndarray:
+    """Vertebra ids -> candidate numbers 1..n top to bottom (what the phase-2 merge produces)."""
+    lut = np.zeros(SACRUM_ID + 1, dtype=np.uint16)
+    for number, v in enumerate(ids_top_to_bottom, start=1):
+        lut[v] = number
+    return lut[vertebrae]
+
+
+def carve(candidates: np.ndarray, owner: int, voxels: int, new_id: int, lowest: bool) -> np.ndarray:
+    """Relabel the ``voxels`` voxels of ``owner`` nearest to its lowest voxel (or its centre) as ``new_id``."""
+    coords = np.argwhere(candidates == owner)
+    seed = coords[np.argmax(coords[:, 1])] if lowest else coords.mean(axis=0)
+    chosen = coords[np.argsort(np.linalg.norm(coords - seed, axis=1), kind="stable")[:voxels]]
+    out = candidates.copy()
+    out[tuple(chosen.T)] = new_id
+    return out
+
+
+def fragments_then_names(candidates, semantic, spacing, **naming):
+    cleaned, _ = clean_instances(candidates, semantic)
+    absorbed, records = absorb_fragments(cleaned, semantic, spacing)
+    named, info = name_vertebrae(absorbed, semantic, spacing, sacrum_id=None, **naming)
+    return named, info, records
+
+
+def test_fragments_do_not_take_a_level_on_a_real_scan(tptbox_vertebrae):
+    semantic, vertebrae, spacing = tptbox_vertebrae
+    candidates = as_candidates(vertebrae, [5, 6, 7])
+    clean_names, info, records = fragments_then_names(candidates, semantic, spacing, lowest_vertebra=7)
+    assert [r["action"] for r in records] == ["kept: cut by the field of view"]  # C5, cut by the top edge
+    assert info["ids_top_to_bottom"] == [5, 6, 7]
+
+    # the two fragments of the real run: 5 voxels at C6's lower edge, ~150 voxels inside C7
+    broken = carve(carve(candidates, 2, 5, 4, lowest=True), 3, 150, 5, lowest=False)
+    named, info, records = fragments_then_names(broken, semantic, spacing, lowest_vertebra=7)
+    assert np.array_equal(named, clean_names), "fragments changed the level names"
+    assert info["ids_top_to_bottom"] == [5, 6, 7]
+    by_id = {r["instance"]: r for r in records}
+    assert by_id[4]["action"] == "merged" and by_id[4]["into"] == 2 and by_id[4]["voxels"] == 5
+    assert by_id[5]["action"] == "merged" and by_id[5]["into"] == 3 and 140 <= by_id[5]["voxels"] <= 150
+    assert by_id[5]["ml"] == pytest.approx(by_id[5]["voxels"] * np.prod(spacing) / 1000, abs=1e-3)
+    assert by_id[5]["neighbour_median_ml"] > 10 * by_id[5]["ml"]
+
+
+def test_fragments_do_not_take_a_level_on_the_phantom():
+    subject = generate_subject(3, PhantomConfig.tiny())
+    spacing = subject.geometry.spacing_zyx
+    ids = [v for v in subject.vertebra_ids if v != SACRUM_ID]
+    vertebrae = np.where((subject.vert_mask < SPINEPS_DISC_OFFSET) & (subject.vert_mask != SACRUM_ID),
+                         subject.vert_mask, 0)
+    candidates = as_candidates(vertebrae, ids)
+    broken = carve(carve(candidates, 2, 5, 40, lowest=False), len(ids), 150, 41, lowest=False)
+    clean_names, _, _ = fragments_then_names(candidates, subject.spine_mask, spacing)
+    assert np.mean(clean_names[vertebrae > 0] == vertebrae[vertebrae > 0]) > 0.95
+    named, info, records = fragments_then_names(broken, subject.spine_mask, spacing)
+    assert info["rule_source"] == "sacrum" and info["ids_top_to_bottom"] == ids
+    assert np.array_equal(named, clean_names), "fragments changed the level names"
+    assert {r["instance"]: r["action"] for r in records if not r["action"].startswith("kept")} == \
+        {40: "merged", 41: "merged"}
+
+
+def test_an_isolated_fragment_is_dropped_and_a_cut_vertebra_kept():
+    instance = np.zeros((4, 60, 8), dtype=np.uint16)
+    instance[:, 0:2] = 1            # a vertebra cut by the top of the field of view: small but kept
+    instance[:, 8:20] = 2
+    instance[:, 24:36] = 3
+    instance[:, 40:52] = 4
+    instance[1, 38, 3] = 5          # a one-voxel fragment touching nothing
+    semantic = np.where(instance > 0, VERTEBRAL_BODY, 0).astype(np.uint8)
+    out, records = absorb_fragments(instance, semantic, (1.0, 1.0, 1.0))
+    actions = {r["instance"]: r["action"] for r in records}
+    assert actions == {1: "kept: cut by the field of view", 5: "dropped"}
+    assert (out == 1).sum() == (instance == 1).sum() and not (out == 5).any()
+
+
+def test_user_lowest_vertebra_wins_over_the_sacrum():
+    ids, rule, source = level_ids(3, True, lowest_vertebra=25)
+    assert ids == [23, 24, 25] and source == "user" and "override" in rule
+    ids, rule, source = level_ids(3, True)
+    assert ids == [22, 23, 24] and source == "sacrum"
+    assert level_ids(2, False, None, default_lowest=23)[2] == "default"
+
+
+def test_t13_and_l6_sequences():
+    # above T13 comes T12 (19), never 27 or the sacrum (26)
+    assert ids_upward_from(T13_ID, 3) == [T13_ID, 19, 18]
+    assert level_ids(4, False, lowest_vertebra=T13_ID)[0] == [17, 18, 19, T13_ID]
+    # above L6 comes L5 ... L1, then T12
+    assert ids_upward_from(25, 7) == [25, 24, 23, 22, 21, 20, 19]
+    assert levels_up_to_c1(T13_ID) == 20 and levels_up_to_c1(25) == 25 and levels_up_to_c1(L5_ID) == 24
+    ids, _, _ = level_ids(30, False, lowest_vertebra=T13_ID)
+    assert len(ids) == 20 and ids[0] == 1 and SACRUM_ID not in ids
+    with pytest.raises(ValueError, match="only 20 exist"):
+        ids_upward_from(T13_ID, 21)
+
+
+def test_naming_records_the_rule_source_on_the_phantom():
+    subject = generate_subject(0, PhantomConfig.tiny())
+    spacing = subject.geometry.spacing_zyx
+    ids = [v for v in subject.vertebra_ids if v != SACRUM_ID]
+    vertebrae = np.where((subject.vert_mask < SPINEPS_DISC_OFFSET) & (subject.vert_mask != SACRUM_ID),
+                         subject.vert_mask, 0)
+    candidates = as_candidates(vertebrae, ids)
+    _, naming = name_vertebrae(candidates, subject.spine_mask, spacing, lowest_vertebra=25, sacrum_id=None)
+    assert naming["rule_source"] == "user" and naming["ids_top_to_bottom"][-1] == 25
+    assert naming["candidates_top_to_bottom"] == list(range(1, len(ids) + 1))
+    no_sacrum = np.where(subject.spine_mask == SACRUM, 0, subject.spine_mask)
+    _, naming = name_vertebrae(candidates, no_sacrum, spacing, lowest_vertebra=T13_ID, sacrum_id=None)
+    assert naming["ids_top_to_bottom"][-2:] == [19, T13_ID]
