@@ -76,7 +76,7 @@ LEFT_RIGHT_PAIRS: Tuple[Tuple[int, int], ...] = (
 SPINEPS_DISC_OFFSET = 100
 SPINEPS_ENDPLATE_OFFSET = 200
 SACRUM_ID = 26
-L1_ID, L5_ID = 20, 24
+L1_ID, L5_ID, L6_ID = 20, 24, 25
 T13_ID = 28
 
 _CERVICAL = {i: f"C{i}" for i in range(1, 8)}
@@ -115,27 +115,13 @@ def is_spineps_instance_value(value: int) -> bool:
 
 
 def ids_upward_from(lowest_id: int, count: int) -> List[int]:
-    """``count`` vertebra ids from ``lowest_id`` upwards along the standard sequence
-    (``vertebra_id_above``): L5 = 24, L4 = 23, …; L6 = 25 -> L5 = 24; T13 = 28 -> T12 = 19; L1 = 20 -> T12 = 19.
+    """``count`` vertebra ids from ``lowest_id`` upwards by simple decrement (L5=24, L4=23, …, T12=19).
 
-    This is the naming rule counting from a known lowest vertebra (from the sacrum: L5).
-    ``ValueError`` when fewer than ``count`` vertebrae exist above and including ``lowest_id``.
+    This is the naming rule counting from the sacrum: the lowest vertebra above it is L5 (24).
     """
-    ids = [int(lowest_id)]
-    while len(ids) < count:
-        above = vertebra_id_above(ids[-1])
-        if above is None:
-            raise ValueError(f"cannot name {count} vertebrae upwards from id {lowest_id}: only {len(ids)} exist")
-        ids.append(above)
-    return ids[:count]
-
-
-def levels_up_to_c1(lowest_id: int) -> int:
-    """How many vertebrae ``ids_upward_from(lowest_id, ...)`` can name (e.g. 24 for L5, 25 for L6, 20 for T13)."""
-    count, current = 1, vertebra_id_above(lowest_id)
-    while current is not None:
-        count, current = count + 1, vertebra_id_above(current)
-    return count
+    if count > lowest_id:
+        raise ValueError(f"cannot name {count} vertebrae upwards from id {lowest_id}")
+    return [lowest_id - k for k in range(count)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,6 +157,27 @@ def vertebra_id_to_spider_level(vertebra_id: int) -> int:
     return L5_ID + 1 - vertebra_id
 
 
+def spider_levels(vertebra_ids: Iterable[int]) -> Dict[int, int]:
+    """SPIDER level of each SPINEPS vertebra id of a spine in which ``vertebra_ids`` are present.
+
+    SPIDER counts vertebrae upward from the lowest lumbar vertebra (level 1), so a transitional
+    vertebra shifts the count: with an L6 (25) present, L6 = 1, L5 = 2, … T12 = 7; with a T13 (28),
+    L5 … L1 = 1 … 5, T13 = 6 (it sits among the thoracics, counted like any other vertebra), T12 = 7.
+    Without either, ``vertebra_id_to_spider_level``. The sacrum (26) has no level and is left out.
+    Raises ``ValueError`` for values that are not vertebra ids and for levels beyond 25.
+    """
+    ids = {int(v) for v in vertebra_ids} - {SACRUM_ID}
+    unknown = sorted(ids - set(VERTEBRA_IDS_TOP_TO_BOTTOM))
+    if unknown:
+        raise ValueError(f"{unknown} are not SPINEPS vertebra ids (valid: 1-28)")
+    sequence = [v for v in VERTEBRA_IDS_TOP_TO_BOTTOM if v != SACRUM_ID and (v not in (T13_ID, L6_ID) or v in ids)]
+    levels = {v: len(sequence) - position for position, v in enumerate(sequence)}
+    beyond = sorted(v for v in ids if levels[v] > SPIDER_MAX_LEVEL)
+    if beyond:
+        raise ValueError(f"vertebrae {beyond} would get SPIDER levels above {SPIDER_MAX_LEVEL} (both a T13 and an L6)")
+    return {v: levels[v] for v in ids}
+
+
 def spider_value_name(value: int) -> str:
     """Name of a SPIDER value: ``'vertebra 1 (L5)'``, ``'spinal canal'``, ``'partial vertebra 3 (L3)'``,
     ``'disc 1 (L5/S1)'``; level names assume five lumbar vertebrae. ``ValueError`` if not SPIDER."""
@@ -203,23 +210,24 @@ def spider_mask_from_parts(vertebra: np.ndarray, disc_above: np.ndarray, canal: 
                            partial_ids: Iterable[int] = ()) -> np.ndarray:
     """SPIDER label array (uint16) from SPINEPS ids, all arrays of one shape.
 
-    ``vertebra``: SPINEPS vertebra id (1–24) of every bone voxel, 0 elsewhere (the sacrum, 26,
+    ``vertebra``: SPINEPS vertebra id (1–25, 28) of every bone voxel, 0 elsewhere (the sacrum, 26,
     stays unlabelled as in SPIDER); ``disc_above``: id of the vertebra above each disc voxel;
-    ``canal``: bool mask of the spinal canal (cord included). Vertebrae in ``partial_ids`` (cut by
-    the field of view) get 100 + level. Raises ``ValueError`` for ids without a SPIDER level.
+    ``canal``: bool mask of the spinal canal (cord included). Levels count upward from the lowest
+    lumbar vertebra present (``spider_levels``: an L6 or a T13 shifts them). Vertebrae in
+    ``partial_ids`` (cut by the field of view) get 100 + level. Raises ``ValueError`` for ids
+    without a SPIDER level.
     """
     out = np.zeros(vertebra.shape, dtype=np.uint16)
     out[canal] = SPIDER_CANAL
     partial = {int(p) for p in partial_ids}
-    for vid in np.unique(vertebra):
-        vid = int(vid)
-        if vid in (0, SACRUM_ID):
-            continue
-        level = vertebra_id_to_spider_level(vid)
-        out[vertebra == vid] = level + (SPIDER_PARTIAL_OFFSET if vid in partial else 0)
-    for vid in np.unique(disc_above):
-        if int(vid):
-            out[disc_above == vid] = SPIDER_DISC_OFFSET + vertebra_id_to_spider_level(int(vid))
+    vertebra_ids = [int(v) for v in np.unique(vertebra) if v]
+    disc_ids = [int(v) for v in np.unique(disc_above) if v]
+    levels = spider_levels(vertebra_ids + disc_ids)
+    for vid in vertebra_ids:
+        if vid != SACRUM_ID:
+            out[vertebra == vid] = levels[vid] + (SPIDER_PARTIAL_OFFSET if vid in partial else 0)
+    for vid in disc_ids:
+        out[disc_above == vid] = SPIDER_DISC_OFFSET + levels[vid]
     return out
 
 
@@ -443,7 +451,7 @@ VERTEBRA_INSTANCE_IDS: Tuple[int, ...] = tuple(v for v in VERTEBRA_IDS_TOP_TO_BO
 def vertebra_id_above(vertebra_id: int) -> Optional[int]:
     """The id of the vertebra directly above ``vertebra_id`` in the standard sequence without the
     T13/L6 variants (C2 -> C1, L1 -> T12, T13 -> T12, L6 -> L5, sacrum -> L5); ``None`` for C1."""
-    variants = {T13_ID: 19, L5_ID + 1: L5_ID}
+    variants = {T13_ID: 19, L6_ID: L5_ID}
     if int(vertebra_id) in variants:
         return variants[int(vertebra_id)]
     order = [v for v in VERTEBRA_IDS_TOP_TO_BOTTOM if v not in variants]

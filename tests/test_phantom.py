@@ -305,3 +305,27 @@ def test_cli_writes_each_format(tmp_path):
     assert main(["phantom", "-o", str(tmp_path / "spineps"), "--format", "spineps", "-n", "1", "--tiny"]) == 0
     assert len(list((tmp_path / "spineps").glob("sub-*_seg-vert_msk.nii.gz"))) == 1
     assert main(["phantom", "-o", str(tmp_path / "x"), "--format", "spineps", "-n", "0"]) == 1
+
+
+# Recorded with the code before the transitional-vertebra option (commit 603a883): new options keep
+# the default subjects bit-identical (masks exactly, images by their sums).
+_DEFAULT_FINGERPRINTS = {
+    "tiny": (5, "42817144ead32dece573", (12, 80, 60), {"t1": 23943899.237903595, "t2": 18689482.387250185}),
+    "demo-cpu": (0, "155e878383738f730ae8", (12, 120, 90), {"t1": 47737327.32524812, "t2": 46432770.97168827}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_DEFAULT_FINGERPRINTS))
+def test_default_subjects_are_unchanged(name):
+    import hashlib
+
+    from nnunetv2_symtc.demo import BUDGETS
+
+    seed, digest, shape, sums = _DEFAULT_FINGERPRINTS[name]
+    s = generate_subject(seed, PhantomConfig.tiny() if name == "tiny" else BUDGETS["cpu"].phantom)
+    masks = hashlib.sha256()
+    for array in (s.spine_mask, s.vert_mask, s.spider_mask()):
+        masks.update(np.ascontiguousarray(array).tobytes())
+    assert s.shape == shape and masks.hexdigest()[:20] == digest
+    for sequence, total in sums.items():
+        assert float(s.images[sequence].astype(np.float64).sum()) == pytest.approx(total, rel=1e-6)

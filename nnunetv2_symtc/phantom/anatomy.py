@@ -35,8 +35,24 @@ N_TISSUES = 64
 
 SPINE_LEVELS: Tuple[int, ...] = (19, 20, 21, 22, 23, 24)
 """SPINEPS ids modelled above the sacrum: T12, L1–L5."""
+TRANSITIONAL_VERTEBRAE: Tuple[int, ...] = (L.T13_ID, L.L6_ID)
+"""Transitional vertebrae the phantom can add: a T13 (28) between T12 and L1, or an L6 (25,
+lumbarisation: six lumbar vertebrae above the sacrum)."""
 
-# Mean sizes in mm per level (T12, L1..L5): body height, AP depth, LR width, canal AP/LR
+
+def spine_levels(transitional_vertebra: Optional[int] = None) -> Tuple[int, ...]:
+    """SPINEPS ids of the mobile vertebrae modelled above the sacrum, top to bottom:
+    ``SPINE_LEVELS``, with a T13 inserted below T12 or an L6 appended below L5."""
+    if transitional_vertebra is None:
+        return SPINE_LEVELS
+    if transitional_vertebra == L.T13_ID:
+        return SPINE_LEVELS[:1] + (L.T13_ID,) + SPINE_LEVELS[1:]
+    if transitional_vertebra == L.L6_ID:
+        return SPINE_LEVELS + (L.L6_ID,)
+    raise ValueError(f"transitional vertebra must be one of {TRANSITIONAL_VERTEBRAE} (T13, L6) or None, "
+                     f"got {transitional_vertebra}")
+
+# Mean sizes in mm per level (T12, L1..L5; see ``_size_rows``): body height, AP depth, LR width, canal AP/LR
 # semi-axes, pedicle width, transverse process reach from the midline; disc centre heights of
 # the disc *below* each level (T12/L1 .. L5/S1) and segmental lordosis at that disc in degrees.
 _BODY_HEIGHT = (23.0, 24.5, 25.5, 26.5, 26.5, 26.0)
@@ -58,6 +74,16 @@ FACET_JOINT_GAP = 1.2
 """Width (mm) of the facet joint space between inferior and superior articular processes."""
 RIM_ROUNDING = 1.8
 """How far (mm) the body's rim is rounded off at the endplate edges."""
+
+
+def _size_rows(levels: Sequence[int]) -> Dict[int, int]:
+    """Row of the per-level size tables for each id in ``levels``: thoracic vertebrae (T12, T13)
+    use T12's row; lumbar ones count up from L5's row at the lowest (so an L6 is shaped like an L5
+    and its L5 like an L4), never above L1's row."""
+    lumbar = [v for v in levels if L.L1_ID <= v <= L.L6_ID]
+    rows = {v: 0 for v in levels if v not in lumbar}
+    rows.update({v: max(len(SPINE_LEVELS) - 1 - k, 1) for k, v in enumerate(reversed(lumbar))})
+    return rows
 
 
 def _surface_offset(rho2):
@@ -85,7 +111,7 @@ class Bone:
     spinous_height: float
     spinous_angle: float
     sacral_index: int = -1
-    """-1 for T12–L5; 0..4 for the sacral segments S1..S5 (all SPINEPS id 26)."""
+    """-1 for the mobile vertebrae (T12–L5, T13, L6); 0..4 for the sacral segments S1..S5 (all SPINEPS id 26)."""
 
     @property
     def posterior_wall_t(self) -> float:
@@ -112,8 +138,9 @@ class Bone:
 class SpineAnatomy:
     """A random lumbar spine and its surroundings, independent of any voxel grid.
 
-    ``bones`` run top to bottom (T12, L1–L5, then the five sacral segments); ``disc_heights``
-    are the centre heights (mm) of the discs below T12 … L5. ``midline_x`` is the world x of the
+    ``bones`` run top to bottom (T12, L1–L5, then the five sacral segments; a transitional T13
+    follows T12, an L6 follows L5); ``disc_heights`` are the centre heights (mm) of the discs below
+    each mobile vertebra. ``midline_x`` is the world x of the
     mid-sagittal plane at S1; ``scoliosis`` shifts it by that many mm per 150 mm above S1 (see
     ``midline_x()``). ``conus_z`` is the world z of the cord's tip; ``lordosis_deg`` the angle
     between the L1 and S1 superior endplates; ``nucleus_brightness`` scales each disc's nucleus
@@ -134,7 +161,7 @@ class SpineAnatomy:
 
     @property
     def vertebrae(self) -> Tuple[Bone, ...]:
-        """T12/L1–L5 (no sacral segments), top to bottom."""
+        """The mobile vertebrae (no sacral segments), top to bottom."""
         return tuple(b for b in self.bones if b.sacral_index < 0)
 
     def bone(self, vertebra_id: int) -> Bone:
@@ -149,12 +176,17 @@ def _rotated(bone: Bone, delta: float) -> Bone:
     return replace(bone, centre_yz=(float(y * c + z * s), float(-y * s + z * c)), angle=float(bone.angle + delta))
 
 
-def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0) -> SpineAnatomy:
-    """Draw a random lumbar spine (T12 to S5) with lordosis, size variation and pose.
+def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0,
+                   transitional_vertebra: Optional[int] = None) -> SpineAnatomy:
+    """Draw a random lumbar spine (T12 to S5) with lordosis, size variation and pose; with
+    ``transitional_vertebra`` (``TRANSITIONAL_VERTEBRAE``) a T13 or an L6 as well.
 
     World placement: the S1 superior endplate centre sits near the world origin; the caller
-    places the field of view around the anatomy.
+    places the field of view around the anatomy. Without a transitional vertebra the random
+    stream is the same as it always was (same seed, same subject).
     """
+    levels = spine_levels(transitional_vertebra)
+    rows = _size_rows(levels)
     scale = rng.uniform(0.9, 1.1)
     lordosis_scale = rng.uniform(0.8, 1.15)
     sacral_slope = np.deg2rad(40.0)  # provisional: the balance rotation below sets the final slope
@@ -166,10 +198,11 @@ def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0) -> SpineAnat
     bones_up: List[Bone] = []
     discs_up: List[float] = []
     lordosis = 0.0
-    for level in range(len(SPINE_LEVELS) - 1, -1, -1):
+    for vertebra_id in reversed(levels):
+        level = rows[vertebra_id]
         jitter = rng.uniform(0.96, 1.04, size=6)
         seg = np.deg2rad(_SEGMENTAL_LORDOSIS_DEG[level] * lordosis_scale * rng.uniform(0.85, 1.15))
-        if level > 0:
+        if L.L1_ID <= vertebra_id <= L.L6_ID:  # lordosis: L1 to S1
             lordosis += seg
         angle = angle_below + seg
         disc_h = _DISC_HEIGHT[level] * scale * jitter[0]
@@ -178,7 +211,7 @@ def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0) -> SpineAnat
         height = _BODY_HEIGHT[level] * scale * jitter[1]
         centre = bottom + height / 2 * np.array([np.sin(angle), np.cos(angle)])
         bones_up.append(Bone(
-            vertebra_id=SPINE_LEVELS[level], centre_yz=(float(centre[0]), float(centre[1])), angle=float(angle),
+            vertebra_id=vertebra_id, centre_yz=(float(centre[0]), float(centre[1])), angle=float(angle),
             height=height, depth=_BODY_DEPTH[level] * scale * jitter[2], width=_BODY_WIDTH[level] * scale * jitter[3],
             canal_ap=_CANAL_AP[level] * rng.uniform(0.9, 1.1), canal_lr=_CANAL_LR[level] * rng.uniform(0.92, 1.08),
             pedicle_width=_PEDICLE_WIDTH[level] * scale * jitter[4],
@@ -214,7 +247,7 @@ def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0) -> SpineAnat
     delta = tilt - np.arctan2(l1_centre[0], l1_centre[1])
     vertebrae = tuple(_rotated(b, delta) for b in reversed(bones_up))
     sacrum = [_rotated(b, delta) for b in sacrum]
-    l1, l2 = vertebrae[1], vertebrae[2]
+    l1, l2 = (next(b for b in vertebrae if b.vertebra_id == v) for v in (L.L1_ID, L.L1_ID + 1))
     conus_z = float(rng.uniform(l2.centre_yz[1] + 0.1 * l2.height, l1.centre_yz[1] + 0.2 * l1.height))
     return SpineAnatomy(
         bones=vertebrae + tuple(sacrum), disc_heights=tuple(reversed(discs_up)),
@@ -222,7 +255,7 @@ def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0) -> SpineAnat
         muscle_depth=float(rng.uniform(8.0, 18.0)), fat_depth=float(rng.uniform(12.0, 40.0)),
         aorta_x=float(rng.uniform(10.0, 20.0)), texture_seed=int(rng.integers(2 ** 31)),
         lordosis_deg=float(np.rad2deg(lordosis)),
-        nucleus_brightness=tuple(float(b) for b in rng.uniform(0.7, 1.0, size=len(SPINE_LEVELS))))
+        nucleus_brightness=tuple(float(b) for b in rng.uniform(0.7, 1.0, size=len(levels))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,7 +545,8 @@ def _paint_bone(p: _Painter, anatomy: SpineAnatomy, index: int) -> None:
         return
     p.paint(window, lr, inside, tissue, spine=L.VERTEBRAL_BODY, vert=vid, body_of=body_index, bone=vid)
     endplate = inside & (surface_gap < ENDPLATE_THICKNESS)
-    above_id = vid - 1  # the vertebra above the disc space this upper endplate faces
+    # The vertebra above the disc space this upper endplate faces.
+    above_id = anatomy.bones[index - 1].vertebra_id if index > 0 else L.vertebra_id_above(vid)
     p.paint(window, lr, endplate & (v > 0), CORTEX, spine=L.ENDPLATE, vert=L.SPINEPS_ENDPLATE_OFFSET + above_id,
             body_of=body_index, bone=vid)
     p.paint(window, lr, endplate & (v < 0), CORTEX, spine=L.ENDPLATE, vert=L.SPINEPS_ENDPLATE_OFFSET + vid,
@@ -651,7 +685,7 @@ def _paint_surroundings(p: _Painter, anatomy: SpineAnatomy) -> None:
     tissue[np.broadcast_to(t > skin, tissue.shape)] = AIR
     # Psoas beside the bodies (lateral slices), widening caudally from L1.
     z = grid.z[None, :, None]
-    below_l1 = np.clip(anatomy.bones[1].centre_yz[1] - z, 0, None)
+    below_l1 = np.clip(anatomy.bone(L.L1_ID).centre_yz[1] - z, 0, None)
     psoas = (np.abs(u) > 12.0) & (np.abs(u) < np.minimum(12.0 + 0.3 * below_l1, 45.0)) \
         & (t > -depth / 2 - np.minimum(4.0 + 0.2 * below_l1, 20.0)) & (t < 0.2 * depth)
     tissue[psoas] = MUSCLE

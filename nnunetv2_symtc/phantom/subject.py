@@ -32,6 +32,12 @@ class PhantomConfig:
     by the writers); ``supersample`` (odd) sub-slices per thick slice give the partial-volume
     effect; ``noise`` is the Rician noise level relative to the brightest tissue, ``bias`` the
     bias-field strength; ``pose_deg`` bounds the random sagittal tilt of the spine.
+
+    ``transitional_vertebra`` adds a transitional vertebra (``anatomy.TRANSITIONAL_VERTEBRAE``):
+    ``labels.L6_ID`` (25, lumbarisation: six lumbar vertebrae above the sacrum) or ``labels.T13_ID``
+    (28, between T12 and L1). Every mask carries its id (disc below it 100 + id); SPIDER masks count
+    levels upward from the lowest lumbar vertebra (``labels.spider_levels``). Without ``include_t12``
+    the top vertebra is the one below T12 (the T13 when there is one).
     """
 
     spacing_zyx: Optional[Tuple[float, float, float]] = None
@@ -48,13 +54,16 @@ class PhantomConfig:
     noise: float = 0.03
     bias: float = 0.25
     pose_deg: float = 6.0
+    transitional_vertebra: Optional[int] = None
 
     def __post_init__(self):
         unknown = [s for s in self.sequences if s not in mri.SEQUENCES]
         if unknown:
             raise ValueError(f"unknown sequences {unknown}; choose from {mri.SEQUENCES}")
-        if self.cut_vertebra is not None and self.cut_vertebra not in A.SPINE_LEVELS[:-1]:
-            raise ValueError(f"cut_vertebra must be one of {A.SPINE_LEVELS[:-1]} (T12..L4), got {self.cut_vertebra}")
+        cuttable = self.levels[:-1]
+        if self.cut_vertebra is not None and self.cut_vertebra not in cuttable:
+            raise ValueError(f"cut_vertebra must be one of {cuttable} (every modelled vertebra but the lowest "
+                             f"lumbar), got {self.cut_vertebra}")
         if self.cut_vertebra == 19 and not self.include_t12:
             raise ValueError("cut_vertebra=19 (T12) needs include_t12=True")
 
@@ -67,11 +76,16 @@ class PhantomConfig:
         return cls(**settings)
 
     @property
+    def levels(self) -> Tuple[int, ...]:
+        """SPINEPS ids of the modelled vertebrae above the sacrum, top to bottom."""
+        return A.spine_levels(self.transitional_vertebra)
+
+    @property
     def top_vertebra(self) -> int:
         """SPINEPS id of the vertebra cut by the top edge (the topmost one in view)."""
         if self.cut_vertebra is not None:
             return self.cut_vertebra
-        return 19 if self.include_t12 else 20
+        return self.levels[0] if self.include_t12 else self.levels[1]
 
 
 @dataclass
@@ -178,7 +192,7 @@ def _edge_ids(vert_mask: np.ndarray) -> Tuple[int, ...]:
 def generate_subject(seed: int, config: PhantomConfig = PhantomConfig()) -> PhantomSubject:
     """Draw one subject deterministically from ``seed``: anatomy, field of view, images, labels."""
     rng = np.random.default_rng([int(seed), _SEED_SALT])
-    anatomy = A.sample_anatomy(rng, config.pose_deg)
+    anatomy = A.sample_anatomy(rng, config.pose_deg, config.transitional_vertebra)
     spacing = _spacing(config, rng)
     origin, shape = field_of_view(anatomy, config, spacing, rng)
     geometry = A.pir_geometry(spacing, origin)

@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_symtc import labels as L
 from nnunetv2_symtc.io import PathLike, reorient, to_sitk
 from nnunetv2_symtc.phantom.subject import PhantomSubject, on_grid
 
@@ -66,7 +67,7 @@ def write_spider(root: PathLike, subjects: Sequence[Tuple[int, PhantomSubject]],
             _write(mask, root / "masks" / f"{name}.mha")
             rows.append({"new_file_name": name, "patient_id": int(pid), "sequence": sequence,
                          "subset": "validation" if int(pid) in validation else "training",
-                         "num_vertebrae": len([v for v in view.vertebra_ids if v != 26]),
+                         "num_vertebrae": len([v for v in view.vertebra_ids if v != L.SACRUM_ID]),
                          "spacing_zyx": "x".join(f"{s:g}" for s in view.geometry.spacing_zyx)})
     overview = root / "overview.csv"
     root.mkdir(parents=True, exist_ok=True)
