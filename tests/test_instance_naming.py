@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nnunetv2_symtc.instance.centres import body_candidates, vertebral_body_centres
 from nnunetv2_symtc.instance.labeling import absorb_fragments, clean_instances, level_ids, name_vertebrae
 from nnunetv2_symtc.io import read_image
 from nnunetv2_symtc.labels import (L5_ID, SACRUM, SACRUM_ID, SPINEPS_DISC_OFFSET, T13_ID, VERTEBRA_VALUES,
@@ -135,3 +136,41 @@ def test_naming_records_the_rule_source_on_the_phantom():
     no_sacrum = np.where(subject.spine_mask == SACRUM, 0, subject.spine_mask)
     _, naming = name_vertebrae(candidates, no_sacrum, spacing, lowest_vertebra=T13_ID, sacrum_id=None)
     assert naming["ids_top_to_bottom"][-2:] == [19, T13_ID]
+
+
+def noisy_phase1_map(seed: int = 0):
+    """1 mm PIR semantic map, 300 mm superior-inferior: six real bodies (5 ml) plus 400 body-labelled
+    specks (36 voxels) a weak phase-1 model might leave behind, away from the bodies."""
+    rng = np.random.default_rng(seed)
+    semantic = np.zeros((24, 300, 80), dtype=np.uint8)
+    for k in range(6):
+        semantic[7:17, 30 + 45 * k:55 + 45 * k, 2:22] = VERTEBRAL_BODY
+    for z, y, x in zip(rng.integers(0, 21, 400), rng.integers(0, 297, 400), rng.integers(32, 76, 400)):
+        semantic[z:z + 3, y:y + 3, x:x + 4] = VERTEBRAL_BODY
+    return semantic
+
+
+def test_a_noisy_phase1_map_sends_few_candidates_to_phase2():
+    semantic = noisy_phase1_map()
+    spacing = (1.0, 1.0, 1.0)
+    raw = vertebral_body_centres(semantic, spacing)
+    centres, report, warnings = body_candidates(semantic, spacing)
+    assert len(raw) > 100, "the noise multiplies the candidates (specks even get real bodies split into slabs)"
+    assert report["capacity"] == 31 and report["below_min_volume"] > 100
+    assert len(centres) == report["kept"] <= report["capacity"]
+    real = [c for c in centres if c.volume_voxels == 10 * 25 * 20]
+    assert len(real) == 6, "every real body survives, unsplit"
+    assert [round(c.index_zyx[1]) for c in real] == [42 + 45 * k for k in range(6)]
+    assert warnings and f"{report['candidates']} vertebral-body candidates" in warnings[0]
+
+
+def test_the_field_of_view_caps_the_number_of_candidates():
+    semantic = np.zeros((10, 160, 40), dtype=np.uint8)
+    for k in range(20):  # 20 separate 1.2 ml bodies 8 mm apart in a 160 mm field of view: at most 17 levels fit
+        semantic[2:8, 8 * k:8 * k + 2, 5:15] = VERTEBRAL_BODY
+        semantic[2:8, 8 * k, 15:15 + k] = VERTEBRAL_BODY  # each a little larger than the one above
+    centres, report, warnings = body_candidates(semantic, (1.0, 1.0, 10.0))
+    assert report["capacity"] == 17 and len(centres) == 17 and report["beyond_capacity"] == 3
+    volumes = [c.volume_voxels for c in centres]
+    assert volumes == sorted(volumes) and volumes[0] == 120 + 6 * 3, "the largest are kept, top to bottom"
+    assert "3 beyond the 17 levels a 160.0 mm field of view can hold" in warnings[0]

@@ -100,9 +100,21 @@ def _split_along_superior_inferior(coords: np.ndarray, parts: int) -> List[np.nd
     return [coords[chunk] for chunk in np.array_split(order, parts)]
 
 
+SPLIT_RATIO = 1.5
+"""A body larger than this times its neighbours' mean volume is taken as merged bodies (SPINEPS)."""
+MIN_CENTRE_DISTANCE_MM = 7.5
+"""Body components whose centres are closer than this are one body (SPINEPS)."""
+MIN_COMPONENT_FRACTION = 0.1
+"""Body components below this fraction of the median component volume are ignored."""
+
+Body = Tuple[np.ndarray, bool, str]
+"""A body before splitting: voxel coordinates ``(n, 3)``, whether it touches the superior/inferior edge, origin."""
+
+
 def vertebral_body_centres(semantic: np.ndarray, spacing_zyx: Sequence[float],
-                           body_values: Sequence[int] = BODY_VALUES, split_ratio: float = 1.5,
-                           min_distance_mm: float = 7.5, min_fraction: float = 0.1) -> List[BodyCentre]:
+                           body_values: Sequence[int] = BODY_VALUES, split_ratio: float = SPLIT_RATIO,
+                           min_distance_mm: float = MIN_CENTRE_DISTANCE_MM,
+                           min_fraction: float = MIN_COMPONENT_FRACTION) -> List[BodyCentre]:
     """Vertebral-body centres of a (cleaned) PIR semantic mask, sorted top to bottom.
 
     - Bodies are connected components (26-connectivity) of ``body_values``; fragments smaller than
@@ -113,19 +125,29 @@ def vertebral_body_centres(semantic: np.ndarray, spacing_zyx: Sequence[float],
       is taken as ``round(volume / reference)`` merged bodies and split into that many equal-volume
       slabs along superior–inferior.
     """
-    spacing = np.asarray(spacing_zyx, dtype=np.float64)
+    bodies = _find_bodies(semantic, spacing_zyx, body_values, min_distance_mm, min_fraction)
+    return _split_merged_bodies(bodies, split_ratio)
+
+
+def _find_bodies(semantic: np.ndarray, spacing_zyx: Sequence[float], body_values: Sequence[int],
+                 min_distance_mm: float, min_fraction: float) -> List[Body]:
+    """Body components without fragments, duplicates joined, top to bottom (see ``vertebral_body_centres``)."""
     components, count = ndimage.label(np.isin(semantic, body_values), FULL_CONNECTIVITY)
     if count == 0:
         return []
     sizes = np.bincount(components.ravel())[1:]
-    bodies: List[Tuple[np.ndarray, bool, str]] = []
+    bodies: List[Body] = []
     for label, box in enumerate(ndimage.find_objects(components), start=1):
         if sizes[label - 1] < min_fraction * np.median(sizes):
             continue
         coords = np.argwhere(components[box] == label) + np.array([s.start for s in box])
         si = box[SUPERIOR_INFERIOR_AXIS]
         bodies.append((coords, si.start == 0 or si.stop == semantic.shape[SUPERIOR_INFERIOR_AXIS], "component"))
-    bodies = _merge_duplicates(bodies, spacing, min_distance_mm)
+    return _merge_duplicates(bodies, np.asarray(spacing_zyx, dtype=np.float64), min_distance_mm)
+
+
+def _split_merged_bodies(bodies: List[Body], split_ratio: float) -> List[BodyCentre]:
+    """Centres of ``bodies`` (top to bottom), a body far larger than its neighbours split into equal slabs."""
     volumes = np.array([len(c) for c, _, _ in bodies], dtype=np.float64)
     complete = np.array([not t for _, t, _ in bodies])
     centres: List[BodyCentre] = []
@@ -159,3 +181,45 @@ def _merge_duplicates(bodies: List[Tuple[np.ndarray, bool, str]], spacing: np.nd
         joined = (np.concatenate([bodies[a][0], bodies[b][0]]), bodies[a][1] or bodies[b][1], "merged")
         bodies = [body for k, body in enumerate(bodies) if k not in (a, b)] + [joined]
     return sorted(bodies, key=lambda body: body[0][:, SUPERIOR_INFERIOR_AXIS].mean())
+
+
+MIN_BODY_ML = 0.5
+"""Smallest plausible vertebral body (ml): adult cervical bodies are about 2-6 ml, lumbar ones 15-40 ml."""
+MIN_LEVEL_HEIGHT_MM = 10.0
+"""Smallest plausible height of one level (body + disc, mm): cervical levels are about 15-20 mm."""
+
+
+def body_candidates(semantic: np.ndarray, spacing_zyx: Sequence[float], min_body_ml: float = MIN_BODY_ML,
+                    min_level_height_mm: float = MIN_LEVEL_HEIGHT_MM
+                    ) -> Tuple[List[BodyCentre], Dict[str, object], List[str]]:
+    """Plausible vertebral-body centres of a cleaned PIR semantic mask, top to bottom, for phase 2.
+
+    As ``vertebral_body_centres``, but implausible candidates (a poor phase 1 multiplies them) are
+    rejected before phase 2:
+
+    1. bodies below ``min_body_ml`` are rejected before merged bodies are split (so that specks do
+       not serve as the reference volume that cuts a real body into slabs);
+    2. at most ``floor(superior-inferior field of view / min_level_height_mm) + 1`` centres are kept
+       (no more levels fit, one of them cut at an edge): the largest.
+
+    Returns the centres, a report of the counts and limits, and a warning with the counts when
+    candidates were rejected.
+    """
+    bodies = _find_bodies(semantic, spacing_zyx, BODY_VALUES, MIN_CENTRE_DISTANCE_MM, MIN_COMPONENT_FRACTION)
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    plausible = [b for b in bodies if len(b[0]) * voxel_ml >= min_body_ml]
+    centres = _split_merged_bodies(plausible, SPLIT_RATIO)
+    extent_mm = float(semantic.shape[SUPERIOR_INFERIOR_AXIS] * spacing_zyx[SUPERIOR_INFERIOR_AXIS])
+    capacity = int(extent_mm // min_level_height_mm) + 1
+    largest = {id(c) for c in sorted(centres, key=lambda c: c.volume_voxels, reverse=True)[:capacity]}
+    kept = [c for c in centres if id(c) in largest]
+    report = {"candidates": len(bodies), "below_min_volume": len(bodies) - len(plausible),
+              "beyond_capacity": len(centres) - len(kept), "kept": len(kept), "min_body_ml": min_body_ml,
+              "capacity": capacity, "field_of_view_mm": round(extent_mm, 1), "min_level_height_mm": min_level_height_mm}
+    warnings = []
+    if report["below_min_volume"] or report["beyond_capacity"]:
+        warnings.append(f"phase 1 gave {len(bodies)} vertebral-body candidates; rejected before phase 2: "
+                        f"{report['below_min_volume']} below {min_body_ml} ml and {report['beyond_capacity']} beyond "
+                        f"the {capacity} levels a {report['field_of_view_mm']} mm field of view can hold; check the "
+                        "phase-1 segmentation")
+    return kept, report, warnings

@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 import nnunetv2_symtc
-from nnunetv2_symtc.instance.centres import clean_semantic, vertebral_body_centres
+from nnunetv2_symtc.instance.centres import body_candidates, clean_semantic
 from nnunetv2_symtc.instance.cutouts import make_cutout
 from nnunetv2_symtc.instance.dataset import Phase2Spec, phase1_label_map, read_dataset_json, spider_to_spineps_semantic
 from nnunetv2_symtc.instance.labeling import (absorb_fragments, add_discs_and_endplates, clean_instances, name_vertebrae,
@@ -285,7 +285,7 @@ class TwoPhasePredictor:
         start = time.perf_counter()
         spacing = case.geometry.spacing_zyx
         semantic, clean_report = clean_semantic(self.semantic_values(classes))
-        centres = vertebral_body_centres(semantic, spacing)
+        centres, candidate_report, candidate_warnings = body_candidates(semantic, spacing)
         cutouts = [make_cutout(c.index_zyx, semantic.shape, spacing, self.spec.cutout) for c in centres]
         image = case.data[0] if self.spec.with_image else None
         inputs = [self.spec.encode(semantic, c, image) for c in cutouts]
@@ -295,7 +295,8 @@ class TwoPhasePredictor:
         timings["phase2_s"] = time.perf_counter() - start
         start = time.perf_counter()
         output = self.assemble(semantic, predictions, cutouts, spacing, lowest_vertebra)
-        output.metadata.update(cleaning=clean_report, centres=[c.to_json() for c in centres])
+        output.metadata.update(cleaning=clean_report, candidates=candidate_report, centres=[c.to_json() for c in centres])
+        output.warnings[:0] = candidate_warnings
         output.probabilities = probabilities if save_probabilities else None
         timings["other_s"] += time.perf_counter() - start
         output.metadata["timings"] = {k: round(v, 3) for k, v in timings.items()}
