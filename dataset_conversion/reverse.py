@@ -3,7 +3,14 @@
 Uses ``label_map.json`` (values) and ``source_cases.json`` (source orientation and mask file name)
 written beside ``dataset.json``:
 
-- SPINEPS, SSMSpine and SPIDER ``levels``: ``LabelMap.decode`` — exact.
+- SPINEPS and SSMSpine: ``LabelMap.decode`` — exact.
+- SPIDER ``levels``: ``LabelMap.decode`` — exact for vertebrae 1–N, discs and the canal. Partially
+  visible vertebrae (101–125) have no class of their own, so the mark "partially visible" is lost:
+  with ``--partial level`` (the default) or ``vertebra`` they come back as full vertebrae
+  (100 + k -> k); with ``ignore`` as whatever the network predicts there (the ignore label of a
+  converted mask as 0); with ``background`` as 0
+  (``spider.PARTIAL_REVERSE_NOTES``, recorded in ``dataset.json``). ``symtc predict --spider-values``
+  re-derives 101–125 from the field of view instead.
 - SPIDER ``semantic`` (approximate): one vertebra class cannot say which level it is, so the
   vertebra mask is split into vertebrae (``separate_vertebrae``: one seed per vertebral body
   between neighbouring discs, grown over the mask), numbered bottom-up 1, 2, … along the

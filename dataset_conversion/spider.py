@@ -12,7 +12,9 @@ Label schemes (``labels.spider_semantic_map`` / ``labels.spider_levels_map``):
   vertebrae, numbers them bottom-up (1, 2, …) and gives each disc 200 + the number of vertebrae
   below it + 1 (see ``reverse``).
 - ``levels``: one class per vertebra level and disc level (bottom-up, as SPIDER counts) plus the
-  canal; maps back exactly (partial vertebrae merged into level k come back as k).
+  canal; vertebrae 1–N, discs and the canal map back exactly. Partially visible vertebrae (101–125)
+  have no class of their own, so that mark is lost (``PARTIAL_REVERSE_NOTES``): merged into level k
+  (default) they come back as k.
 
 With ``multichannel``, the requested sequences of one patient (which must share one grid) become one
 case ``<pid>_<seq1>-<seq2>…`` with one channel per sequence and the first sequence's mask.
@@ -41,9 +43,17 @@ SEQUENCE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 VALIDATION_SUBSET = "validation"
 TRAINING_SUBSET = "training"
 SEMANTIC_REVERSE_NOTE = ("approximate: vertebrae (separated between the discs) are numbered bottom-up 1, 2, ... "
-                         "and each disc gets 200 + (number of vertebrae below it) + 1; partial vertebrae "
-                         "(101-125) come back as full ones")
-LEVELS_REVERSE_NOTE = "exact: each class maps back to its SPIDER value (partial vertebrae merged into level k come back as k)"
+                         "and each disc gets 200 + (number of vertebrae below it) + 1")
+LEVELS_REVERSE_NOTE = "exact for vertebrae, discs and the spinal canal"
+PARTIAL_REVERSE_NOTES = {
+    "vertebra": "partially visible vertebrae (101-125) were trained as vertebrae and come back as full ones (100 + k -> k)",
+    "level": "partially visible vertebrae (101-125) were trained as their level and come back as full ones (100 + k -> k)",
+    "ignore": "partially visible vertebrae (101-125) were not trained on (ignore label): a prediction there comes "
+              "back as whatever the network predicted, the ignore label itself as 0",
+    "background": "partially visible vertebrae (101-125) were trained as background and come back as 0",
+}
+"""What ``to-source`` returns for SPIDER's partially visible vertebrae, by ``partial`` choice: the
+classes do not record that a vertebra was only partially visible."""
 
 
 @dataclass(frozen=True)
@@ -241,5 +251,6 @@ def convert_spider(root: PathLike, dataset_id: int, dataset_name: Optional[str] 
         return finish_dataset(
             folder, results=results, problems=problems + case_problems, label_map=label_map,
             channel_names={str(i): q for i, q in enumerate(channel_sequences)}, source="spider", source_root=root,
-            options=options, reverse_map=SEMANTIC_REVERSE_NOTE if labels == "semantic" else LEVELS_REVERSE_NOTE,
+            options=options, reverse_map=(f"{SEMANTIC_REVERSE_NOTE if labels == 'semantic' else LEVELS_REVERSE_NOTE}; "
+                                     f"{PARTIAL_REVERSE_NOTES[options['partial']]}"),
             orientation=CANONICAL_ORIENTATION)

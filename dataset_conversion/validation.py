@@ -108,7 +108,7 @@ def grid_problems(image_path: PathLike, image_shape: Sequence[int], image_geomet
     else:
         spacing, other_spacing = np.asarray(image_geometry.spacing_zyx), np.asarray(other_geometry.spacing_zyx)
         if not np.allclose(spacing, other_spacing, rtol=SPACING_RTOL, atol=0):
-            differences.append(f"spacing {tuple(other_spacing)} vs {tuple(spacing)}")
+            differences.append(f"spacing {other_geometry.spacing_zyx} vs {image_geometry.spacing_zyx}")
         origin_tol = ORIGIN_TOL_VOXELS * float(spacing.min())
         if not np.allclose(image_geometry.origin_xyz, other_geometry.origin_xyz, rtol=0, atol=origin_tol):
             differences.append(f"origin {other_geometry.origin_xyz} vs {image_geometry.origin_xyz}")

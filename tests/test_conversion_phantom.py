@@ -109,3 +109,22 @@ def test_phantom_ssmspine_integrity(tmp_path):
     image, geometry = read_image(next((folder / "imagesTr").iterdir()))
     assert image.shape == (1, 512, 512) and geometry.orientation == "PIR"
     _verify(folder)
+
+
+@pytest.mark.parametrize("partial", ["level", "background"])
+def test_phantom_spider_levels_partial_vertebrae_come_back_as_stated(phantom_spider, tmp_path, partial):
+    """SPIDER ``levels`` maps back exactly except for the "partially visible" mark (101-125), which no
+    class keeps: as full vertebrae with the default ``level``, as background with ``background``; the
+    dataset records which."""
+    folder = convert_spider(phantom_spider, 63, sequences=["t2"], labels="levels", partial=partial, raw_dir=tmp_path)
+    note = _json(folder / "dataset.json")["symtc_conversion"]["reverse_map"]
+    assert note.startswith("exact for vertebrae, discs and the spinal canal; partially visible vertebrae (101-125)")
+    assert ("(100 + k -> k)" if partial == "level" else "come back as 0") in note
+    written = map_to_source(folder, folder / "labelsTr", tmp_path / "back")
+    assert written
+    for path in written:
+        source = read_image(phantom_spider / "masks" / path.name)[0]
+        partial_voxels = (source > SPIDER_PARTIAL_OFFSET) & (source < 200)
+        assert partial_voxels.any()
+        expected = np.where(partial_voxels, source - SPIDER_PARTIAL_OFFSET if partial == "level" else 0, source)
+        assert np.array_equal(read_image(path)[0], expected), path.name

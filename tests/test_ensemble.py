@@ -125,10 +125,10 @@ def test_find_best_configuration_with_our_trainer_and_recommended_ensemble(train
     assert "nnUNetv2_predict" in instructions.read_text()
     recommended, folds, postprocessing = E.recommended_members(dataset.dataset_id)
     assert folds == (0,) and all(f.is_dir() for f in recommended)
+    assert postprocessing is not None and postprocessing.is_file()  # nnU-Net always determines postprocessing
     assert main(["ensemble", "-d", str(dataset.dataset_id), "-i", str(images), "-o", str(tmp_path / "rec"),
-                 "--disable_tta"]) == 0
-    final = tmp_path / "rec" / ("postprocessed" if postprocessing and postprocessing.is_file() else "ensemble")
-    assert len(list(final.glob(f"*{ending}"))) == 1
+                 "--disable_tta", "-device", "cpu"]) == 0
+    assert len(list((tmp_path / "rec" / "postprocessed").glob(f"*{ending}"))) == 1
 
 
 def test_export_and_install_model_zip_in_fresh_results(trained, tmp_path):

@@ -1,6 +1,6 @@
 """``symtc ensemble``: average probabilities of prediction folders, or predict and ensemble end to end."""
-from nnunetv2_symtc.cli import add_subcommand
-from nnunetv2_symtc.errors import InputError
+from nnunetv2_symtc.cli import add_device_flag, add_subcommand, selected_device
+from nnunetv2_symtc.errors import InputError, InputFileError
 
 
 def register(subparsers) -> None:
@@ -21,10 +21,13 @@ def register(subparsers) -> None:
     parser.add_argument("-m", nargs="+", default=None, help="trained model folders (Trainer__Plans__configuration)")
     parser.add_argument("-d", default=None,
                         help="dataset id/name: use the models, folds and postprocessing recorded by "
-                             "nnUNetv2_find_best_configuration (inference_information.json)")
+                             "nnUNetv2_find_best_configuration (inference_information.json); a recorded "
+                             "postprocessing file that is missing is an error unless --no-postprocessing")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="with -d: skip the recommended postprocessing (write only the ensemble)")
     parser.add_argument("-f", nargs="+", default=None, help="folds to use with -m (default: all available)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
-    parser.add_argument("-device", default="cpu", help="torch device for prediction: cpu, cuda, mps")
+    add_device_flag(parser)
     parser.add_argument("--disable_tta", action="store_true", help="no mirroring at test time")
     parser.add_argument("--save_probabilities", action="store_true",
                         help="folder mode: also write the averaged probabilities")
@@ -35,6 +38,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from nnunetv2_symtc.evaluation import ensemble
 
+    if args.no_postprocessing and args.d is None:
+        raise InputError("--no-postprocessing applies to -d (the recommended ensemble) only")
     if args.m is None and args.d is None:
         written = ensemble.ensemble_probability_folders(args.i, args.o, args.save_probabilities, args.np)
         print(f"ensembled {len(args.i)} folders, {len(written)} cases -> {args.o}")
@@ -46,12 +51,21 @@ def run(args) -> int:
     postprocessing = None
     if args.d is not None:
         folders, folds, postprocessing = ensemble.recommended_members(args.d)
-        if postprocessing is not None and not postprocessing.is_file():
+        if args.no_postprocessing:
+            print("postprocessing: skipped (--no-postprocessing)")
             postprocessing = None
+        elif postprocessing is None:
+            print("postprocessing: none recommended by nnUNetv2_find_best_configuration")
+        elif not postprocessing.is_file():
+            raise InputFileError(f"{postprocessing}: the postprocessing file that nnUNetv2_find_best_configuration "
+                                 f"recorded for dataset {args.d} is missing; run it again, or pass "
+                                 "--no-postprocessing to write the ensemble without postprocessing")
+        else:
+            print(f"postprocessing: {postprocessing}")
     else:
         folders = args.m
         folds = [int(f) if f.isdigit() else f for f in args.f] if args.f else None
-    result = ensemble.run_ensemble(folders, args.i[0], args.o, folds, args.chk, args.device, args.disable_tta,
+    result = ensemble.run_ensemble(folders, args.i[0], args.o, folds, args.chk, selected_device(args), args.disable_tta,
                                    args.np, postprocessing)
     for name, folder in result.items():
         print(f"{name:14s} {folder}")

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
                         help="with --scheme spider: use the spacing in array order for ASD instead of "
                              "reproducing the official script's (x, y, z) order")
     add_flag(parser, "--no-distances", "--no_distances", action="store_true", help="skip HD95/ASSD (overlap metrics only)")
+    parser.add_argument("--ignore-geometry", action="store_true",
+                        help="pair files by shape and spacing only: accept a prediction whose origin or direction "
+                             "differs from its reference's (default: an error naming both files)")
     parser.add_argument("--overlays", type=int, default=0, metavar="K",
                         help="write PNGs of the K cases with the lowest mean Dice to OUT/worst_cases")
     parser.add_argument("-np", type=int, default=1, help="number of processes (cases run in parallel)")
@@ -49,7 +52,8 @@ def run(args) -> int:
         labels = LabelSetup(args.scheme)
     options = EvaluationOptions(labels=labels, instances=args.instances, distances=not args.no_distances,
                                 assd_definition=args.assd, symtc_compat=args.symtc_compat,
-                                spider_official_spacing=not args.spider_array_spacing)
+                                spider_official_spacing=not args.spider_array_spacing,
+                                check_position=not args.ignore_geometry)
     summary = evaluate_folders(args.ref, args.pred, args.o, options, num_processes=args.np, overlays=args.overlays)
     print(format_table(summary))
     print(f"\nwritten: {args.o}/summary.json, metrics_per_case.csv")

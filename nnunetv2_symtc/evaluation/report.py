@@ -13,14 +13,14 @@ import csv
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from nnunetv2_symtc.evaluation import metrics as M
-from nnunetv2_symtc.io import read_image
+from nnunetv2_symtc.io import Geometry, read_image
 from nnunetv2_symtc.errors import InputError, InputFileError
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".tif", ".tiff", ".png")
@@ -135,6 +135,8 @@ class EvaluationOptions:
     assd_definition: str = "pooled"
     symtc_compat: bool = False
     spider_official_spacing: bool = True
+    check_position: bool = True
+    """Also require the prediction's origin and direction to match the reference's (``--ignore-geometry``: not)."""
 
     def __post_init__(self):
         if self.symtc_compat and not self.distances:
@@ -143,16 +145,30 @@ class EvaluationOptions:
             raise ValueError(f"unknown ASSD definition {self.assd_definition!r}; choose one of {M.ASSD_DEFINITIONS}")
 
 
+def check_same_grid(reference_file, reference_shape, geometry_ref: Geometry, prediction_file, prediction_shape,
+                    geometry_pred: Geometry, check_position: bool = True) -> None:
+    """Raise ``InputError`` naming both files unless they share shape and spacing and, with
+    ``check_position``, origin and direction (tolerances of ``dataset_conversion.validation.grid_problems``)."""
+    from nnunetv2_symtc.dataset_conversion.validation import grid_problems
+
+    placed_like_reference = replace(geometry_pred, origin_xyz=geometry_ref.origin_xyz, direction=geometry_ref.direction)
+
+    def problems(geometry: Geometry):
+        return grid_problems(reference_file, reference_shape, geometry_ref, prediction_file, prediction_shape, geometry)
+
+    found = problems(geometry_pred if check_position else placed_like_reference)
+    if found:
+        hint = "" if problems(placed_like_reference) else ("; if both files hold the same voxels in different "
+                                                           "world positions, --ignore-geometry skips this check")
+        raise InputError(f"{found[0]}{hint}")
+
+
 def evaluate_case(reference_file, prediction_file, options: EvaluationOptions) -> dict:
     """One ``metric_per_case`` entry: files, spacing (array order, mm), metrics (+ instances, spider)."""
     reference, geometry_ref = read_image(reference_file)
     prediction, geometry_pred = read_image(prediction_file)
-    if reference.shape != prediction.shape:
-        raise InputError(f"{prediction_file}: shape {prediction.shape} differs from the reference "
-                         f"{reference_file} {reference.shape} (array order)")
-    if not np.allclose(geometry_ref.spacing_zyx, geometry_pred.spacing_zyx, rtol=1e-3):
-        raise InputError(f"{prediction_file}: spacing {geometry_pred.spacing_zyx} differs from the reference "
-                         f"{reference_file} {geometry_ref.spacing_zyx}")
+    check_same_grid(reference_file, reference.shape, geometry_ref, prediction_file, prediction.shape, geometry_pred,
+                    options.check_position)
     spacing = geometry_ref.spacing_zyx
     entry = {"reference_file": str(reference_file), "prediction_file": str(prediction_file),
              "spacing": list(spacing),
