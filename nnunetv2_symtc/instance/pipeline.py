@@ -36,7 +36,8 @@ from nnunetv2_symtc.instance.labeling import (absorb_fragments, add_discs_and_en
                                               vertebrae_top_to_bottom)
 from nnunetv2_symtc.instance.merge import cutout_votes, merge_by_agreement
 from nnunetv2_symtc.io import CANONICAL_ORIENTATION, Geometry, PathLike, is_sagittal, reorient, to_sitk
-from nnunetv2_symtc.labels import L5_ID, VERTEBRA_INSTANCE_IDS, VERTEBRA_VALUES, instance_value_name
+from nnunetv2_symtc.labels import (L5_ID, SPINEPS_DISC_OFFSET, SPINEPS_ENDPLATE_OFFSET, VERTEBRA_IDS_TOP_TO_BOTTOM,
+                                   VERTEBRA_INSTANCE_IDS, VERTEBRA_VALUES, instance_value_name)
 
 SUFFIXES = {"semantic": "_seg-spine_msk.nii.gz", "instance": "_seg-vert_msk.nii.gz", "centroids": "_seg-spine_ctd.json",
             "snapshot": "_seg-spine_snp.png", "probabilities": "_seg-spine_probabilities.npz",
@@ -425,29 +426,62 @@ def centroids(instance_pir: np.ndarray, case: InputCase) -> Dict[str, dict]:
     return out
 
 
-def write_snapshot(path: Path, image_pir: np.ndarray, instance_pir: np.ndarray, spacing_zyx) -> None:
-    """Mid-sagittal slice (the slice with most instance voxels, else the middle) with level names."""
+def level_colours() -> np.ndarray:
+    """RGBA colour table ``(SPINEPS_ENDPLATE_OFFSET + 29, 4)`` indexed by SPINEPS instance value.
+
+    Every vertebra id gets its own hue, spread along the anatomical order by the golden ratio so
+    that neighbouring levels contrast; its disc (100 + X) is a lighter and its endplates (200 + X)
+    a darker shade of the same hue. Index 0 and unused values are transparent.
+    """
+    from matplotlib.colors import hsv_to_rgb
+    table = np.zeros((SPINEPS_ENDPLATE_OFFSET + max(VERTEBRA_IDS_TOP_TO_BOTTOM) + 1, 4))
+    golden = (np.sqrt(5.0) - 1.0) / 2.0
+    for position, vertebra in enumerate(VERTEBRA_IDS_TOP_TO_BOTTOM):
+        hue = (position * golden) % 1.0
+        for offset, saturation, value in ((0, 0.9, 1.0), (SPINEPS_DISC_OFFSET, 0.45, 1.0),
+                                          (SPINEPS_ENDPLATE_OFFSET, 0.9, 0.6)):
+            table[offset + vertebra, :3] = hsv_to_rgb((hue, saturation, value))
+            table[offset + vertebra, 3] = 1.0
+    return table
+
+
+def snapshot_slice(semantic_pir: np.ndarray) -> int:
+    """The mid-sagittal slice (PIR axis 0): the one with most spine voxels, else the middle one."""
+    counts = (semantic_pir > 0).sum(axis=(1, 2))
+    return int(np.argmax(counts)) if counts.any() else semantic_pir.shape[0] // 2
+
+
+def snapshot_overlay(instance_slice: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """RGBA overlay ``(y, x, 4)`` of one sagittal slice of a SPINEPS instance map (``level_colours``)."""
+    table = level_colours()
+    table[:, 3] *= alpha
+    values = instance_slice.astype(np.int64)
+    return table[np.where(values < len(table), values, 0)]
+
+
+def write_snapshot(path: Path, image_pir: np.ndarray, semantic_pir: np.ndarray, instance_pir: np.ndarray,
+                   spacing_zyx: Sequence[float]) -> int:
+    """PNG of the mid-sagittal slice (``snapshot_slice``): the image, every level in its own colour
+    (``snapshot_overlay``) and the vertebra names. Returns the slice index."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    counts = (instance_pir > 0).sum(axis=(1, 2))
-    z = int(np.argmax(counts)) if counts.any() else image_pir.shape[0] // 2
+    z = snapshot_slice(semantic_pir)
     height, width = image_pir.shape[1] * spacing_zyx[1], image_pir.shape[2] * spacing_zyx[2]
     fig, ax = plt.subplots(figsize=(4, 4 * height / max(width, 1e-6)), dpi=100)
     extent = (0, width, height, 0)
     ax.imshow(image_pir[z], cmap="gray", extent=extent)
-    overlay = np.ma.masked_equal(instance_pir[z] % 20, 0) if instance_pir[z].any() else None
-    if overlay is not None:
-        ax.imshow(overlay, cmap="tab20", alpha=0.45, extent=extent, interpolation="nearest", vmin=0, vmax=19)
+    ax.imshow(snapshot_overlay(instance_pir[z]), extent=extent, interpolation="nearest")
     for value in np.unique(instance_pir[z]):
-        if 0 < value < 100:
+        if 0 < value < SPINEPS_DISC_OFFSET:
             y, x = np.argwhere(instance_pir[z] == value).mean(axis=0)
-            ax.text(x * spacing_zyx[2], y * spacing_zyx[1], instance_value_name(int(value)), color="yellow",
-                    fontsize=8, ha="center", va="center")
+            ax.text(x * spacing_zyx[2], y * spacing_zyx[1], instance_value_name(int(value)), color="white",
+                    fontsize=8, ha="center", va="center", fontweight="bold")
     ax.set_axis_off()
-    ax.set_title(f"sagittal slice {z}", fontsize=8)
+    ax.set_title(f"mid-sagittal slice {z}", fontsize=8)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+    return z
 
 
 def write_case(output_folder: Path, case: InputCase, output: CaseOutput, spider_values: bool,
@@ -465,8 +499,8 @@ def write_case(output_folder: Path, case: InputCase, output: CaseOutput, spider_
         sitk.WriteImage(image, str(output_folder / f"{case.name}{SUFFIXES[key]}"), True, MASK_COMPRESSION_LEVEL)
     with open(output_folder / f"{case.name}{SUFFIXES['centroids']}", "w") as f:
         json.dump(centroids(output.instance, case), f, indent=2)
-    write_snapshot(output_folder / f"{case.name}{SUFFIXES['snapshot']}", case.data[0], output.instance,
-                   case.geometry.spacing_zyx)
+    write_snapshot(output_folder / f"{case.name}{SUFFIXES['snapshot']}", case.data[0], output.semantic,
+                   output.instance, case.geometry.spacing_zyx)
     if output.probabilities is not None:
         np.savez_compressed(output_folder / f"{case.name}{SUFFIXES['probabilities']}",
                             probabilities=np.stack([to_original_grid(p, case) for p in output.probabilities]))
