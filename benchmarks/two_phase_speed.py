@@ -47,7 +47,7 @@ def everything_else(subject, spec, folder: Path) -> dict:
     """Seconds per non-network step for one case (true semantic and phase-2 answers)."""
     from nnunetv2_symtc.instance.centres import clean_semantic, vertebral_body_centres
     from nnunetv2_symtc.instance.cutouts import make_cutout
-    from nnunetv2_symtc.instance.dataset import phase2_cases
+    from nnunetv2_symtc.dataset_conversion.phase2_cutouts import phase2_cases
     from nnunetv2_symtc.instance.pipeline import assemble_instances, load_input_case, write_case
     from nnunetv2_symtc.io import to_sitk
     from nnunetv2_symtc.labels import spineps_semantic_map
@@ -111,7 +111,7 @@ def networks(train_subject, tmp: Path, cutout, timings: dict, device: str, tta: 
 
     use_nnunet_folders(tmp)
     from nnunetv2_symtc.dataset_conversion import convert_spineps
-    from nnunetv2_symtc.instance.dataset import build_instance_dataset
+    from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_dataset
     from nnunetv2_symtc.instance.pipeline import PredictionSettings, TwoPhasePredictor
     from nnunetv2_symtc.phantom import write_spineps
 
@@ -141,7 +141,7 @@ def main() -> None:
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")) if args.device == "cpu" else 1)
     from nnunetv2_symtc.instance.cutouts import CutoutSpec
-    from nnunetv2_symtc.instance.dataset import Phase2Spec
+    from nnunetv2_symtc.instance.phase2_spec import Phase2Spec
     from nnunetv2_symtc.labels import spineps_semantic_map
     from nnunetv2_symtc.phantom import PhantomConfig, generate_subject
 

@@ -1,6 +1,7 @@
 """Converters from SPIDER, SSMSpine and SPINEPS/BIDS data to nnU-Net raw datasets, and back.
 
-One module per source (``spider``, ``ssmspine``, ``spineps``); ``writer`` (temporary folder, jobs,
+One module per source (``spider``, ``ssmspine``, ``spineps``), and ``phase2_cutouts`` (the phase-2
+training dataset of the two-phase segmentation, derived from SPINEPS or SPIDER data); ``writer`` (temporary folder, jobs,
 splits, side files) and ``validation`` (problem checks) are shared; ``reverse`` maps predictions back
 to the source's label values.
 """

@@ -208,7 +208,7 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
     from nnunetv2_symtc.evaluation.ensemble import run_ensemble
     from nnunetv2_symtc.evaluation.report import EvaluationOptions, LabelSetup, evaluate_folders, nnunet_label_setup
     from nnunetv2_symtc.instance.cutouts import CutoutSpec
-    from nnunetv2_symtc.instance.dataset import build_instance_dataset
+    from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_dataset
     from nnunetv2_symtc.instance.pipeline import SUFFIXES, PredictionSettings, TwoPhasePredictor, predict_folder
 
     device = resolve_device(device)

@@ -14,7 +14,8 @@ from scipy import ndimage
 from nnunetv2_symtc.cli import main
 from nnunetv2_symtc.instance.centres import clean_semantic, vertebral_body_centres
 from nnunetv2_symtc.instance.cutouts import CutoutSpec, make_cutout
-from nnunetv2_symtc.instance.dataset import Phase2Spec, build_instance_dataset, phase2_cases, spider_to_spineps_semantic
+from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_dataset, phase2_cases
+from nnunetv2_symtc.instance.phase2_spec import Phase2Spec, spider_to_spineps_semantic
 from nnunetv2_symtc.instance.labeling import add_discs_and_endplates, name_vertebrae, spineps_to_spider, split_endplates
 from nnunetv2_symtc.instance.merge import cutout_votes, merge_by_agreement
 from nnunetv2_symtc.instance.pipeline import (PredictionSettings, TwoPhasePredictor, assemble_instances,

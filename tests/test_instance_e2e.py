@@ -10,7 +10,8 @@ import SimpleITK as sitk
 
 from nnunetv2_symtc.cli import main
 from nnunetv2_symtc.instance.cutouts import CutoutSpec
-from nnunetv2_symtc.instance.dataset import Phase2Spec, build_instance_dataset, phase2_cases
+from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_dataset, phase2_cases
+from nnunetv2_symtc.instance.phase2_spec import Phase2Spec
 from nnunetv2_symtc.instance.pipeline import SUFFIXES, PredictionSettings, TwoPhasePredictor, assemble_instances
 from nnunetv2_symtc.io import to_sitk
 from nnunetv2_symtc.labels import (SPINEPS_SEMANTIC_NAMES, instance_value_name, is_spineps_instance_value)

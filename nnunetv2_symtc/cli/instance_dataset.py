@@ -9,7 +9,9 @@ def register(subparsers) -> None:
         subparsers, "instance-dataset",
         "Build the phase-2 dataset of the two-phase segmentation: one case per vertebra, a cutout centred on its "
         "body (inputs: semantic mask as noNorm one-hot channels, optional image; target: background / vertebra "
-        "above / centre / below). The expected phase-1 label set is stored in dataset.json.", EXAMPLE)
+        "above / centre / below). The expected phase-1 label set is stored in dataset.json. A subject with a problem "
+        "(unreadable or invalid file, no vertebral body in view) is reported with its file and skipped; exits 1 "
+        "if any subject was skipped.", EXAMPLE)
     parser.add_argument("-i", required=True, metavar="SOURCE",
                         help="SPINEPS/BIDS folder (images with seg-spine/seg-subreg and seg-vert masks) or, with "
                              "--source spider, a SPIDER root (images/, masks/, overview.csv)")
@@ -25,16 +27,23 @@ def register(subparsers) -> None:
     parser.add_argument("--with-image", action="store_true", help="add the image as the last input channel")
     parser.add_argument("--lowest-vertebra", type=int, default=24,
                         help="naming convention of this data when no sacrum is in view: id of the lowest vertebra")
+    parser.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping the subject")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from nnunetv2_symtc.dataset_conversion import skipped_cases
+    from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_dataset
     from nnunetv2_symtc.instance.cutouts import CutoutSpec
-    from nnunetv2_symtc.instance.dataset import build_instance_dataset
 
     default = CutoutSpec.spineps_default()
     cutout = CutoutSpec(tuple(args.cutout_mm or default.size_mm_zyx), tuple(args.spacing or default.spacing_zyx))
-    build_instance_dataset(args.i, args.d, args.name, scheme=args.source, cutout=cutout, with_image=args.with_image,
-                           lowest_vertebra=args.lowest_vertebra, overwrite=args.overwrite, raw_dir=args.o)
+    path = build_instance_dataset(args.i, args.d, args.name, scheme=args.source, cutout=cutout,
+                                  with_image=args.with_image, lowest_vertebra=args.lowest_vertebra, strict=args.strict,
+                                  overwrite=args.overwrite, raw_dir=args.o)
+    skipped = skipped_cases(path)
+    if skipped:
+        print(f"symtc instance-dataset: {len(skipped)} subject(s) skipped (listed above and in {path}/dataset.json)")
+        return 1
     return 0

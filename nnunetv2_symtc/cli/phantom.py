@@ -1,5 +1,6 @@
 """``symtc phantom``: write synthetic lumbar spine subjects as SPIDER, SPINEPS or SSMSpine data."""
 from nnunetv2_symtc.cli import add_subcommand
+from nnunetv2_symtc.errors import InputError
 from nnunetv2_symtc.labels import L6_ID, T13_ID
 
 TRANSITIONAL_CHOICES = {"L6": L6_ID, "T13": T13_ID}
@@ -40,7 +41,7 @@ def run(args) -> int:
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
     if args.transitional_vertebra and args.format == "ssmspine":
-        raise ValueError("--transitional-vertebra applies to spider and spineps phantoms, not ssmspine")
+        raise InputError("--transitional-vertebra applies to spider and spineps phantoms, not ssmspine")
     if args.format == "ssmspine":
         write_ssmspine(args.output, args.n, augs=args.augs, seed=args.seed, progress=True, n_test=args.test_patients)
         print(f"wrote {args.n} SSMSpine patients x {args.augs} augs to {args.output}")

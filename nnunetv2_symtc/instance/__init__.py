@@ -5,7 +5,8 @@ cutouts around each vertebral body, merged and labelled by level (REFERENCE §5)
 - ``cutouts``: the phase-2 cutout grid (physical size, working spacing, padding) and input channels
 - ``merge``: neighbour-agreement merge of overlapping cutout predictions, with a per-vertebra record
 - ``labeling``: orphan clean-up, level naming, discs 100+X, endplates 200+X, SPIDER values
-- ``dataset``: the phase-2 training dataset (``symtc instance-dataset``)
-- ``pipeline``: ``symtc predict`` and ``symtc postprocess`` (the only modules that read or write files,
-  with ``dataset``)
+- ``phase2_spec``: the phase-2 contract (``Phase2Spec`` in ``dataset.json``, semantic -> input channels)
+- ``pipeline``: ``symtc predict`` and ``symtc postprocess`` (the only modules that read or write files)
+
+The phase-2 training dataset (``symtc instance-dataset``) is a conversion: ``dataset_conversion.phase2_cutouts``.
 """

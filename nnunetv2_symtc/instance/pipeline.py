@@ -30,7 +30,7 @@ from tqdm import tqdm
 import nnunetv2_symtc
 from nnunetv2_symtc.instance.centres import body_candidates, clean_semantic
 from nnunetv2_symtc.instance.cutouts import make_cutout
-from nnunetv2_symtc.instance.dataset import Phase2Spec, phase1_label_map, read_dataset_json, spider_to_spineps_semantic
+from nnunetv2_symtc.instance.phase2_spec import Phase2Spec, phase1_label_map, read_dataset_json, spider_to_spineps_semantic
 from nnunetv2_symtc.instance.labeling import (absorb_fragments, add_discs_and_endplates, clean_instances, name_vertebrae,
                                               sequence_warnings, spineps_to_spider, split_endplates,
                                               vertebrae_top_to_bottom)
