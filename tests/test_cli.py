@@ -1,6 +1,8 @@
 """The ``symtc`` command's shared behaviour: errors, ``-device``, flag spellings, and the checks of
 ``ensemble -d``, ``import-checkpoint`` and ``evaluate`` that must not fall back silently."""
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +136,20 @@ def test_old_and_new_flag_spellings_parse_alike(command, new, old, value, attrib
         parser.parse_args([command, "--help"])
     shown = capsys.readouterr().out
     assert new in shown and old not in shown
+
+
+def test_readme_symtc_commands_parse():
+    """Every ``symtc`` line of the README's code blocks and command table uses current flags."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    commands = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()
+                if line.strip().startswith("symtc ")]
+    commands += re.findall(r"\| `(symtc [^`]*)` \|$", text, flags=re.M)
+    assert len(commands) >= 15
+    parser = build_parser()
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        assert parser.parse_args(argv).command == argv[0], command
 
 
 def test_nnunet_flag_spellings_are_kept():
