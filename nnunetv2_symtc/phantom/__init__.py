@@ -5,9 +5,9 @@
 >>> subject.images["t2"].shape == subject.spine_mask.shape
 True
 
-Modules: ``anatomy`` (random geometry and its rasterisation to tissues and labels), ``mri``
-(contrast, texture, partial volume, bias, Rician noise), ``subject`` (configuration, field of
-view, ``PhantomSubject``), ``ssmspine`` (2D mid-sagittal samples with landmarks) and ``writers``.
+Modules: ``anatomy`` (random shape parameters), ``painting`` (their rasterisation to tissues and
+labels), ``mri`` (contrast, texture, partial volume, bias, Rician noise), ``subject`` (configuration,
+field of view, ``PhantomSubject``), ``ssmspine`` (2D mid-sagittal samples with landmarks) and ``writers``.
 """
 from nnunetv2_symtc.phantom.ssmspine import generate_ssmspine_sample
 from nnunetv2_symtc.phantom.subject import PhantomConfig, PhantomSubject, generate_subject, on_grid

@@ -27,6 +27,7 @@ from skimage import measure
 
 from nnunetv2_symtc import labels as L
 from nnunetv2_symtc.phantom import anatomy as A
+from nnunetv2_symtc.phantom import painting as P
 from nnunetv2_symtc.phantom import mri
 
 IMAGE_SIZE = 512
@@ -84,9 +85,9 @@ def generate_ssmspine_sample(seed: int, patient: int, aug: int) -> Dict[str, np.
     half = (IMAGE_SIZE - 1) / 2 * spacing
     shift_y, shift_z = shape_rng.uniform(-12.0, 12.0, size=2)
     origin = (0.0, l3.centre_yz[0] + 25.0 - half + shift_y, l3.centre_yz[1] - 15.0 + half + shift_z)
-    geometry = A.pir_geometry((4.0, spacing, spacing), origin)
+    geometry = P.pir_geometry((4.0, spacing, spacing), origin)
     first_bone = next(i for i, b in enumerate(anatomy.bones) if b.vertebra_id == 19)
-    raster = A.rasterise(anatomy, geometry, (1, IMAGE_SIZE, IMAGE_SIZE), supersample=3, first_bone=first_bone)
+    raster = P.rasterise(anatomy, geometry, (1, IMAGE_SIZE, IMAGE_SIZE), supersample=3, first_bone=first_bone)
 
     noise = float(texture_rng.uniform(0.015, 0.04))
     bias_strength = float(texture_rng.uniform(0.15, 0.35))

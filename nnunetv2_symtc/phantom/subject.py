@@ -9,6 +9,7 @@ import numpy as np
 from nnunetv2_symtc import labels as L
 from nnunetv2_symtc.io import Geometry
 from nnunetv2_symtc.phantom import anatomy as A
+from nnunetv2_symtc.phantom import painting as P
 from nnunetv2_symtc.phantom import mri
 
 
@@ -176,7 +177,7 @@ def render_subject(anatomy: A.SpineAnatomy, config: PhantomConfig, geometry: Geo
     noise from its own generator (``seed_key`` + the sequence's index), so an image does not
     depend on which other sequences are rendered."""
     first_bone = next(i for i, b in enumerate(anatomy.bones) if b.vertebra_id == config.top_vertebra)
-    raster = A.rasterise(anatomy, geometry, shape, config.supersample, first_bone=first_bone)
+    raster = P.rasterise(anatomy, geometry, shape, config.supersample, first_bone=first_bone)
     images = {}
     for seq in sequences:
         rng = np.random.default_rng(list(seed_key) + [mri.SEQUENCES.index(seq)])
@@ -195,7 +196,7 @@ def generate_subject(seed: int, config: PhantomConfig = PhantomConfig()) -> Phan
     anatomy = A.sample_anatomy(rng, config.pose_deg, config.transitional_vertebra)
     spacing = _spacing(config, rng)
     origin, shape = field_of_view(anatomy, config, spacing, rng)
-    geometry = A.pir_geometry(spacing, origin)
+    geometry = P.pir_geometry(spacing, origin)
     images, raster = render_subject(anatomy, config, geometry, shape, config.sequences, (int(seed), _SEED_SALT, 0))
     present = set(int(v) for v in np.unique(raster.vert) if 0 < v < L.SPINEPS_DISC_OFFSET)
     order = [b.vertebra_id for b in anatomy.bones if b.sacral_index <= 0]
@@ -221,7 +222,7 @@ def on_grid(subject: PhantomSubject, spacing_zyx, sequences=("t2",), seed_offset
     ox, oy, oz = old.origin_xyz
     dx = ((shape[0] - 1) * spacing_zyx[0] - extent[0]) / 2
     origin = (ox + dx, oy, oz)
-    geometry = A.pir_geometry(spacing_zyx, origin)
+    geometry = P.pir_geometry(spacing_zyx, origin)
     config = replace(subject.config, supersample=1 if spacing_zyx[0] <= 1.5 else subject.config.supersample)
     images, raster = render_subject(subject.anatomy, config, geometry, shape, sequences,
                                     (subject.seed, _SEED_SALT, seed_offset))
