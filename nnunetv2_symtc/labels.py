@@ -115,13 +115,27 @@ def is_spineps_instance_value(value: int) -> bool:
 
 
 def ids_upward_from(lowest_id: int, count: int) -> List[int]:
-    """``count`` vertebra ids from ``lowest_id`` upwards by simple decrement (L5=24, L4=23, …, T12=19).
+    """``count`` vertebra ids from ``lowest_id`` upwards along the standard sequence
+    (``vertebra_id_above``): L5 = 24, L4 = 23, …; L6 = 25 -> L5 = 24; T13 = 28 -> T12 = 19; L1 = 20 -> T12 = 19.
 
-    This is the naming rule counting from the sacrum: the lowest vertebra above it is L5 (24).
+    This is the naming rule counting from a known lowest vertebra (from the sacrum: L5).
+    ``ValueError`` when fewer than ``count`` vertebrae exist above and including ``lowest_id``.
     """
-    if count > lowest_id:
-        raise ValueError(f"cannot name {count} vertebrae upwards from id {lowest_id}")
-    return [lowest_id - k for k in range(count)]
+    ids = [int(lowest_id)]
+    while len(ids) < count:
+        above = vertebra_id_above(ids[-1])
+        if above is None:
+            raise ValueError(f"cannot name {count} vertebrae upwards from id {lowest_id}: only {len(ids)} exist")
+        ids.append(above)
+    return ids[:count]
+
+
+def levels_up_to_c1(lowest_id: int) -> int:
+    """How many vertebrae ``ids_upward_from(lowest_id, ...)`` can name (e.g. 24 for L5, 25 for L6, 20 for T13)."""
+    count, current = 1, vertebra_id_above(lowest_id)
+    while current is not None:
+        count, current = count + 1, vertebra_id_above(current)
+    return count
 
 
 # --------------------------------------------------------------------------------------------

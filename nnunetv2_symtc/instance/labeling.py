@@ -2,9 +2,12 @@
 
 Arrays are PIR (axis 1 grows towards inferior); spacing in mm, array order. Rules (REFERENCE §5):
 
-- **Naming.** With the sacrum in view, the lowest vertebra above it is L5 (24) and the ones above
-  count upwards by decrement (23, 22, … T12 = 19). Otherwise the lowest vertebra is
-  ``lowest_vertebra`` (the user's override, or the source dataset's convention).
+- **Fragments** (``absorb_fragments``). Before naming, an instance far smaller than its neighbours
+  is merged into the vertebra it touches most, or dropped: a fragment never takes a level.
+- **Naming.** The user's ``lowest_vertebra`` wins; otherwise, with the sacrum in view, the lowest
+  vertebra above it is L5 (24); otherwise the source dataset's convention. Names count upwards along
+  the standard sequence (L5 = 24, L4 = 23, … L1 = 20, T12 = 19; above L6 = 25 comes L5, above
+  T13 = 28 comes T12).
 - **Discs.** Each disc component is ``100 + X``, X = the vertebra directly above it.
 - **Endplates** (semantic 62, or 52/53). Each endplate voxel belongs to its nearest vertebra V. On
   V's lower side it is ``200 + V``; on V's upper side ``200 + (vertebra above V)``: the lower
@@ -24,11 +27,11 @@ from scipy import ndimage
 
 from nnunetv2_symtc.instance.centres import FULL_CONNECTIVITY, SUPERIOR_INFERIOR_AXIS, bounding_box
 from nnunetv2_symtc.labels import (BODY_VALUES, DISC, ENDPLATE, ENDPLATE_INFERIOR, ENDPLATE_SUPERIOR, ENDPLATE_VALUES,
-                                   L5_ID, SACRUM, SACRUM_ID, SPIDER_CANAL, SPIDER_DISC_OFFSET, SPIDER_MAX_LEVEL,
+                                   L1_ID, L5_ID, SACRUM, SACRUM_ID, SPIDER_CANAL, SPIDER_DISC_OFFSET, SPIDER_MAX_LEVEL,
                                    SPIDER_PARTIAL_OFFSET, SPINAL_CANAL, SPINAL_CORD, SPINEPS_DISC_OFFSET,
                                    SPINEPS_ENDPLATE_OFFSET, VERTEBRA_IDS_TOP_TO_BOTTOM, VERTEBRA_INSTANCE_IDS,
-                                   VERTEBRA_VALUES, ids_upward_from, values_cut_by_field_of_view, vertebra_id_above,
-                                   spider_levels)
+                                   T13_ID, VERTEBRA_NAMES, VERTEBRA_VALUES, ids_upward_from, levels_up_to_c1,
+                                   spider_levels, values_cut_by_field_of_view, vertebra_id_above)
 
 MIN_SACRUM_VOXELS = 30
 
@@ -85,11 +88,9 @@ def clean_instances(instance: np.ndarray, semantic: np.ndarray) -> Tuple[np.ndar
             orphan[sub] |= stray
     components, count = ndimage.label(orphan, FULL_CONNECTIVITY)
     for label, sub in enumerate(ndimage.find_objects(components), start=1):
-        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sub)
+        grown = _grown(sub)
         piece = components[grown] == label
-        ring = ndimage.binary_dilation(piece, FULL_CONNECTIVITY) & ~piece
-        neighbours = view[grown][ring]
-        neighbours = neighbours[neighbours > 0]
+        neighbours = _touching_ids(view[grown], piece)
         if neighbours.size:
             view[grown][piece] = np.bincount(neighbours).argmax()
             report["orphans_reassigned"] += int(piece.sum())
@@ -98,47 +99,125 @@ def clean_instances(instance: np.ndarray, semantic: np.ndarray) -> Tuple[np.ndar
     return out, report
 
 
+def _grown(box: Tuple[slice, ...]) -> Tuple[slice, ...]:
+    """``box`` grown by one voxel on every side (clipped at 0; numpy clips the upper end)."""
+    return tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+
+
+def _touching_ids(labels: np.ndarray, piece: np.ndarray) -> np.ndarray:
+    """Non-zero values of ``labels`` in the 26-connected ring around ``piece`` (bool, same shape), one per voxel."""
+    ring = ndimage.binary_dilation(piece, FULL_CONNECTIVITY) & ~piece
+    neighbours = labels[ring]
+    return neighbours[neighbours > 0]
+
+
+FRAGMENT_FRACTION = 0.25
+"""An instance below this fraction of its neighbours' median volume is a fragment, not a vertebra."""
+
+
+def absorb_fragments(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float],
+                     min_fraction: float = FRAGMENT_FRACTION, neighbours_per_side: int = 2
+                     ) -> Tuple[np.ndarray, List[Dict[str, object]]]:
+    """Merge instances far smaller than a vertebra into the vertebra they touch most, before naming.
+
+    ``instance`` holds numbered candidates (PIR, any ids but the sacrum's). An instance is a
+    fragment when its volume (mm³) is below ``min_fraction`` x the median volume of up to
+    ``neighbours_per_side`` instances above and below it (ordered by body position). A fragment
+    goes to the non-fragment instance it touches most (26-connectivity) or is dropped when it
+    touches none. An instance touching the superior or inferior face of the volume is a vertebra
+    cut by the field of view and is kept. Returns the new map and one record per small instance
+    (``instance``, ``voxels``, ``ml``, ``neighbour_median_ml``, ``action``: ``merged``/``dropped``/
+    ``kept: cut by the field of view``, ``into``: the receiving instance or ``None``).
+    """
+    out = instance.copy()
+    order = vertebrae_top_to_bottom(out, semantic, spacing_zyx, sacrum_id=None)
+    if len(order) < 2:
+        return out, []
+    voxels = np.bincount(out.ravel().astype(np.int64))
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    cut = set(np.unique(out[:, 0]).tolist()) | set(np.unique(out[:, -1]).tolist())
+    small = []
+    for i, v in enumerate(order):
+        others = order[max(i - neighbours_per_side, 0):i] + order[i + 1:i + 1 + neighbours_per_side]
+        reference = float(np.median(voxels[others]))
+        if voxels[v] < min_fraction * reference:
+            small.append((v, reference))
+    fragments = {v for v, _ in small if v not in cut}
+    boxes = ndimage.find_objects(out)
+    records: List[Dict[str, object]] = []
+    for v, reference in sorted(small, key=lambda item: voxels[item[0]]):
+        record = {"instance": int(v), "voxels": int(voxels[v]), "ml": round(float(voxels[v]) * voxel_ml, 3),
+                  "neighbour_median_ml": round(reference * voxel_ml, 3), "into": None}
+        if v not in fragments:
+            records.append({**record, "action": "kept: cut by the field of view"})
+            continue
+        grown = _grown(boxes[v - 1])
+        piece = out[grown] == v
+        touching = _touching_ids(out[grown], piece)
+        touching = touching[~np.isin(touching, list(fragments))]
+        if touching.size:
+            into = int(np.bincount(touching).argmax())
+            out[grown][piece] = into
+            records.append({**record, "action": "merged", "into": into})
+        else:
+            out[grown][piece] = 0
+            records.append({**record, "action": "dropped"})
+    return out, records
+
+
 def sacrum_in_view(semantic: np.ndarray) -> bool:
     return int((semantic == SACRUM).sum()) >= MIN_SACRUM_VOXELS
 
 
-def level_ids(count: int, sacrum_visible: bool, lowest_vertebra: Optional[int] = None,
-              default_lowest: int = L5_ID, default_rule: str = "source convention") -> Tuple[List[int], str]:
-    """Ids for ``count`` vertebrae, top first, and the rule used (a sentence for the metadata).
+NAMING_RULE_SOURCES = ("user", "sacrum", "default")
+"""Which rule named the levels: ``--lowest-vertebra``, the sacrum in view, or the source dataset's convention."""
 
-    Precedence: the sacrum in view (lowest = L5), then ``lowest_vertebra``, then ``default_lowest``.
-    At most ``lowest`` ids exist (counting up to C1 = 1): fewer than ``count`` when there are more
-    candidates than levels.
+
+def level_ids(count: int, sacrum_visible: bool, lowest_vertebra: Optional[int] = None,
+              default_lowest: int = L5_ID, default_rule: str = "source convention") -> Tuple[List[int], str, str]:
+    """Ids for ``count`` vertebrae, top first, the rule used (a sentence for the metadata) and its
+    source (one of ``NAMING_RULE_SOURCES``).
+
+    Precedence: the user's ``lowest_vertebra`` (an explicit choice wins, e.g. for a lumbarised L6 or a
+    sacralised L5), then the sacrum in view (lowest = L5), then ``default_lowest``. Ids count upwards
+    along the standard sequence (``labels.ids_upward_from``: above L6 comes L5, above T13 comes T12).
+    Fewer than ``count`` ids when there are more candidates than levels up to C1.
     """
-    if sacrum_visible:
-        lowest, rule = L5_ID, "sacrum in view: the lowest vertebra above it is L5 (24), counting upwards"
-    elif lowest_vertebra is not None:
-        lowest, rule = int(lowest_vertebra), f"user override: lowest vertebra = {int(lowest_vertebra)}"
+    if lowest_vertebra is not None:
+        lowest, source = int(lowest_vertebra), "user"
+        rule = f"user override: lowest vertebra = {VERTEBRA_NAMES.get(lowest, lowest)} ({lowest}), counting upwards"
+    elif sacrum_visible:
+        lowest, source = L5_ID, "sacrum"
+        rule = f"sacrum in view: the lowest vertebra above it is L5 ({L5_ID}), counting upwards"
     else:
-        lowest, rule = int(default_lowest), f"{default_rule}: lowest vertebra = {int(default_lowest)}"
+        lowest, source = int(default_lowest), "default"
+        rule = f"{default_rule}: lowest vertebra = {VERTEBRA_NAMES.get(lowest, lowest)} ({lowest}), counting upwards"
     if lowest not in VERTEBRA_INSTANCE_IDS:
         raise ValueError(f"lowest vertebra {lowest} is not a mobile SPINEPS vertebra id (1-25, 28)")
-    return ids_upward_from(lowest, min(count, lowest))[::-1], rule
+    return ids_upward_from(lowest, min(count, levels_up_to_c1(lowest)))[::-1], rule, source
 
 
 def name_vertebrae(instance: np.ndarray, semantic: np.ndarray, spacing_zyx: Sequence[float],
                    lowest_vertebra: Optional[int] = None, default_lowest: int = L5_ID,
                    default_rule: str = "source convention", sacrum_id: Optional[int] = SACRUM_ID
                    ) -> Tuple[np.ndarray, Dict[str, object]]:
-    """Rename the vertebra instances by level; returns the new map and
-    ``{"rule": ..., "ids_top_to_bottom": [...]}``. Voxels of ``sacrum_id`` keep ``SACRUM_ID``; pass
-    ``None`` when ``instance`` holds numbered candidates only (the merged phase-2 map), so that a
-    26th candidate is named like the others. Candidates above the highest nameable level are removed
-    and counted as ``"unnamed_top_candidates"``."""
+    """Rename the vertebra instances by level; returns the new map and ``{"rule": ..., "rule_source":
+    "user"|"sacrum"|"default", "ids_top_to_bottom": [...], "candidates_top_to_bottom": [...]}`` (the
+    old id of each named instance, parallel to the new ids). Voxels of ``sacrum_id`` keep
+    ``SACRUM_ID``; pass ``None`` when ``instance`` holds numbered candidates only (the merged
+    phase-2 map), so that a 26th candidate is named like the others. Candidates above the highest
+    nameable level are removed and counted as ``"unnamed_top_candidates"``."""
     order = vertebrae_top_to_bottom(instance, semantic, spacing_zyx, sacrum_id)
-    ids, rule = level_ids(len(order), sacrum_in_view(semantic), lowest_vertebra, default_lowest, default_rule)
+    ids, rule, source = level_ids(len(order), sacrum_in_view(semantic), lowest_vertebra, default_lowest,
+                                  default_rule)
     unnamed = len(order) - len(ids)
     lut = np.zeros(max(int(instance.max(initial=0)), SACRUM_ID) + 1, dtype=np.uint16)
     if sacrum_id is not None:
         lut[sacrum_id] = SACRUM_ID
     for old, new in zip(order[unnamed:], ids):
         lut[old] = new
-    naming = {"rule": rule, "ids_top_to_bottom": ids}
+    naming = {"rule": rule, "rule_source": source, "ids_top_to_bottom": ids,
+              "candidates_top_to_bottom": [int(v) for v in order[unnamed:]]}
     if unnamed:
         naming["unnamed_top_candidates"] = unnamed
     return lut[instance], naming
@@ -151,7 +230,7 @@ def sequence_warnings(ids_top_to_bottom: Sequence[int]) -> List[str]:
     for upper, lower in zip(ids_top_to_bottom, ids_top_to_bottom[1:]):
         if order[lower] <= order[upper]:
             warnings.append(f"vertebra {lower} lies below {upper} but comes before it anatomically")
-        elif vertebra_id_above(lower) != upper and not (upper == 28 and lower == 20):
+        elif vertebra_id_above(lower) != upper and not (upper == T13_ID and lower == L1_ID):
             warnings.append(f"vertebra ids jump from {upper} to {lower} (levels missing in between)")
     return warnings
 
