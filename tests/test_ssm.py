@@ -252,6 +252,32 @@ def test_warped_labels_follow_the_sampled_shape_and_keep_anatomy(spines):
     assert elastic_error.mean() > 1.5
 
 
+def test_anatomy_beyond_the_column_ends_follows_the_end_vertebrae(spines):
+    """An unmodelled vertebra above L1 (T12 in SSMSpine data) keeps its size relative to L1 when
+    the sampled shape enlarges the lumbar column; before the fix it was squeezed between the moved
+    L1 and the fixed image border, so L1 looked like the larger of the two on ~half the warps."""
+    (image, label), shape = spines[0][2], spines[1][2]
+    pad = 90
+    label = np.pad(label, ((pad, 0), (0, 0)))
+    l1, l2 = (np.argwhere(label == c).mean(0) for c in (1, 2))
+    step = np.round(l1 - l2).astype(int)
+    above = np.roll(label == 1, tuple(step), axis=(0, 1))  # a copy of L1 one level higher
+    label[above & (label == 0)] = 12  # a class the layout does not model
+    shape = shape + [0.0, pad]
+    centre = shape.mean(0)
+    target = centre + 1.2 * (shape - centre)  # the whole column 20 % larger
+
+    def heights(column):
+        warped = warp_labels(label, backward_map(shape, target, label.shape, LAYOUT.point_counts, column=column)[0])
+        return [np.ptp(np.nonzero((warped == c).any(1))[0]) + 1 for c in (12, 1)]
+
+    source_ratio = np.divide(*[np.ptp(np.nonzero((label == c).any(1))[0]) + 1 for c in (12, 1)])
+    followed = np.divide(*heights(range(len(LAYOUT.vertebrae))))
+    anchored = np.divide(*heights(None))
+    assert abs(followed / source_ratio - 1) < 0.1, (followed, source_ratio)
+    assert anchored / source_ratio < 0.85  # the old behaviour, for contrast
+
+
 # --------------------------------------------------------------------------------------------
 # dataset expansion
 # --------------------------------------------------------------------------------------------

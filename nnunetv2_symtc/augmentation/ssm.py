@@ -145,7 +145,8 @@ def sample_warp(image_channels: Sequence[np.ndarray], label: np.ndarray, source_
         target = model.placed_like(model.instance(model.sample_coefficients(rng, k)), source_shape)
         problem = shape_problem(target, layout, label.shape)
         if problem is None:
-            coordinates, jacobian = backward_map(source_shape, target, label.shape, layout.point_counts)
+            coordinates, jacobian = backward_map(source_shape, target, label.shape, layout.point_counts,
+                                                 column=range(len(layout.vertebrae)))
             warped_label = warp_labels(label, coordinates)
             present = set(np.unique(warped_label).tolist())
             if jacobian < min_jacobian:

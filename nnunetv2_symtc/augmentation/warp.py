@@ -13,6 +13,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from nnunetv2_symtc.augmentation.landmarks import polygon_centroid
+from nnunetv2_symtc.augmentation.shape_model import fit_similarity
+
 
 def _kernel(squared_distance: np.ndarray) -> np.ndarray:
     """TPS radial basis U(r) = r² log r, written on r²."""
@@ -106,21 +109,70 @@ def select_controls(source: np.ndarray, target: np.ndarray, point_counts: Sequen
     return kept_source, kept_target
 
 
+def column_end_followers(source: np.ndarray, target: np.ndarray, point_counts: Sequence[int], column: Sequence[int],
+                         image_shape: Tuple[int, int], levels: int = 2) -> Tuple[np.ndarray, np.ndarray, list]:
+    """Landmark pairs that make the unmodelled anatomy beyond both ends of the spine column move with
+    the end structure (T12 and T11 with L1, the rest of the sacrum with S1).
+
+    ``column`` lists the structures (indices into ``point_counts``) of the modelled column, top to
+    bottom (at least two). For each end, its source contour is shifted outwards by 1..``levels``
+    level steps (the centroid offset from its neighbour in the column), and these copies are mapped
+    by the similarity (with scale) that takes the end's source contour to its target contour.
+    Points are kept only where source and target lie inside the image by at least 1.5 x their
+    displacement + 4 px, so the fixed border anchors cannot make the map fold.
+    Returns (source points ``(n, 2)``, target points ``(n, 2)``, points per copy).
+    """
+    if len(column) < 2:
+        raise ValueError(f"a spine column needs at least two structures, got {len(column)}")
+    bounds = np.cumsum([0, *point_counts])
+    contours = [(source[bounds[i]:bounds[i + 1]], target[bounds[i]:bounds[i + 1]]) for i in range(len(point_counts))]
+    limit = np.array([image_shape[1] - 1, image_shape[0] - 1], np.float64)
+    sources, targets, counts = [], [], []
+    for end, neighbour in ((column[0], column[1]), (column[-1], column[-2])):
+        src_end, tgt_end = contours[end]
+        step = polygon_centroid(src_end) - polygon_centroid(contours[neighbour][0])
+        follow = fit_similarity(src_end, tgt_end, with_scale=True)
+        for level in range(1, levels + 1):
+            ghost_src = src_end + level * step
+            ghost_tgt = follow(ghost_src)
+            clearance = 1.5 * np.linalg.norm(ghost_tgt - ghost_src, axis=1, keepdims=True) + 4.0
+            keep = np.all((ghost_src >= clearance) & (ghost_src <= limit - clearance)
+                          & (ghost_tgt >= clearance) & (ghost_tgt <= limit - clearance), axis=1)
+            if keep.sum() >= 3:
+                sources.append(ghost_src[keep])
+                targets.append(ghost_tgt[keep])
+                counts.append(int(keep.sum()))
+    if not counts:
+        return np.zeros((0, 2)), np.zeros((0, 2)), []
+    return np.concatenate(sources), np.concatenate(targets), counts
+
+
 def backward_map(source_landmarks: np.ndarray, target_landmarks: np.ndarray, image_shape: Tuple[int, int],
                  point_counts: Optional[Sequence[int]] = None, grid_step: int = 2, shared_radius: float = 4.0,
-                 regularization: float = 1e-6, exact: bool = False) -> Tuple[np.ndarray, float]:
+                 regularization: float = 1e-6, exact: bool = False,
+                 column: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, float]:
     """Source-image coordinates ``(2, H, W)`` (row, column) to read for every output pixel, and the
     smallest Jacobian determinant of the map on the coarse grid (≤ 0 means the warp folds).
 
     Landmarks are ``(M, 2)`` (x, y) pixels; the output shows the source warped so that
     ``source_landmarks`` land on ``target_landmarks``. ``point_counts`` splits them into structures
-    (``SpineLayout.point_counts``; see ``select_controls``). ``exact`` evaluates the TPS at every pixel.
+    (``SpineLayout.point_counts``; see ``select_controls``). With ``column`` (the vertebrae's
+    structure indices, top to bottom) the anatomy beyond the column's ends follows the end
+    vertebrae (``column_end_followers``) instead of being stretched between them and the fixed
+    image border. ``exact`` evaluates the TPS at every pixel.
     """
     height, width = image_shape
     anchors = border_anchors(image_shape)
     source_landmarks = np.asarray(source_landmarks, np.float64)
-    src, tgt = select_controls(source_landmarks, np.asarray(target_landmarks, np.float64),
-                               point_counts or [len(source_landmarks)], shared_radius=shared_radius)
+    target_landmarks = np.asarray(target_landmarks, np.float64)
+    point_counts = list(point_counts or [len(source_landmarks)])
+    if column is not None:
+        extra_src, extra_tgt, extra_counts = column_end_followers(source_landmarks, target_landmarks, point_counts,
+                                                                  column, image_shape)
+        source_landmarks = np.concatenate([source_landmarks, extra_src])
+        target_landmarks = np.concatenate([target_landmarks, extra_tgt])
+        point_counts += extra_counts
+    src, tgt = select_controls(source_landmarks, target_landmarks, point_counts, shared_radius=shared_radius)
     tps = ThinPlateSpline.fit(np.concatenate([tgt, anchors]), np.concatenate([src, anchors]), regularization)
     if exact:
         rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
