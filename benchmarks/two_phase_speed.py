@@ -48,7 +48,9 @@ def everything_else(subject, spec, folder: Path) -> dict:
     from nnunetv2_symtc.instance.centres import clean_semantic, vertebral_body_centres
     from nnunetv2_symtc.instance.cutouts import make_cutout
     from nnunetv2_symtc.dataset_conversion.phase2_cutouts import phase2_cases
-    from nnunetv2_symtc.instance.pipeline import assemble_instances, load_input_case, write_case
+    from nnunetv2_symtc.inference.inputs import load_input_case
+    from nnunetv2_symtc.inference.outputs import write_case
+    from nnunetv2_symtc.instance.assemble import assemble_instances
     from nnunetv2_symtc.io import to_sitk
     from nnunetv2_symtc.labels import spineps_semantic_map
 
@@ -112,7 +114,7 @@ def networks(train_subject, tmp: Path, cutout, timings: dict, device: str, tta: 
     use_nnunet_folders(tmp)
     from nnunetv2_symtc.dataset_conversion import convert_spineps
     from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_dataset
-    from nnunetv2_symtc.instance.pipeline import PredictionSettings, TwoPhasePredictor
+    from nnunetv2_symtc.inference.two_phase import PredictionSettings, TwoPhasePredictor
     from nnunetv2_symtc.phantom import write_spineps
 
     source = write_spineps(tmp / "bids", [("train", train_subject)])

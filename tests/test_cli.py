@@ -170,7 +170,7 @@ def recommended_ensemble(tmp_path, monkeypatch):
     (not created); ``run_ensemble`` is replaced by a recorder of its postprocessing argument."""
     import nnunetv2.paths
 
-    from nnunetv2_symtc.evaluation import ensemble
+    from nnunetv2_symtc.inference import ensemble
 
     name = "Dataset950_Fake"
     results = tmp_path / "results"

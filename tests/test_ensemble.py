@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_symtc.cli import main
-from nnunetv2_symtc.evaluation import ensemble as E
+from nnunetv2_symtc.inference import ensemble as E
 from nnunetv2_symtc.io import read_image
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_symtc.evaluation import robustness as R
+from nnunetv2_symtc.inference import robustness as R
 from nnunetv2_symtc.io import Geometry, reorient
 
 

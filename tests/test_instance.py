@@ -18,8 +18,9 @@ from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_data
 from nnunetv2_symtc.instance.phase2_spec import Phase2Spec, spider_to_spineps_semantic
 from nnunetv2_symtc.instance.labeling import add_discs_and_endplates, name_vertebrae, spineps_to_spider, split_endplates
 from nnunetv2_symtc.instance.merge import cutout_votes, merge_by_agreement
-from nnunetv2_symtc.instance.pipeline import (PredictionSettings, TwoPhasePredictor, assemble_instances,
-                                              load_input_case)
+from nnunetv2_symtc.inference.inputs import load_input_case
+from nnunetv2_symtc.inference.two_phase import PredictionSettings, TwoPhasePredictor
+from nnunetv2_symtc.instance.assemble import assemble_instances
 from nnunetv2_symtc.io import Geometry, read_image, to_sitk, write_image
 from nnunetv2_symtc.labels import (BODY_VALUES, DISC, ENDPLATE, PHASE2_ABOVE, PHASE2_BELOW, SACRUM, SPINEPS_DISC_OFFSET,
                                    VERTEBRA_VALUES, VERTEBRAL_BODY, spineps_semantic_map)
@@ -402,3 +403,41 @@ def test_more_candidates_than_levels_keeps_the_lowest_and_reports_the_rest():
     assert naming["unnamed_top_candidates"] == count - 24
     assert named[0, 4 * (SACRUM - 1), 0] == SACRUM - (count - 24)  # candidate 26 is named, not kept as sacrum
     assert SACRUM not in named
+
+
+def test_semantic_input_files_are_checked_before_any_model(tmp_path, phantom, capsys):
+    """``symtc predict --semantic-input``: one mask per image case, on its image's grid, in SPINEPS values."""
+    spineps = spineps_semantic_map().dataset_json_labels()
+    spec = Phase2Spec(SMALL_CUTOUT, "spineps", spineps).to_json()
+    instance = _fake_model(tmp_path / "instance", {"background": 0, "above": 1, "centre": 2, "below": 3}, spec)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for case in ("a", "b"):
+        write_image(images / f"{case}_0000.nii.gz", phantom.images["t2"].astype(np.float32), phantom.geometry)
+    write_image(masks / "a_seg-spine_msk.nii.gz", phantom.spine_mask, phantom.geometry)
+    argv = ["predict", "-i", str(images), "-o", str(tmp_path / "out"), "--semantic-input", str(masks),
+            "--instance-model", str(instance), "-f", "0", "-device", "cpu"]
+
+    def error_of(extra=()):
+        assert main(argv + list(extra)) == 1
+        return capsys.readouterr().err
+
+    assert "no semantic mask for 1 image case(s): b_seg-spine_msk.nii.gz" in error_of()
+    write_image(masks / "b_seg-spine_msk.nii.gz", phantom.spine_mask, phantom.geometry)
+    write_image(masks / "c_seg-spine_msk.nii.gz", phantom.spine_mask, phantom.geometry)
+    assert f"without an image case in -i: {masks / 'c_seg-spine_msk.nii.gz'}" in error_of()
+    (masks / "c_seg-spine_msk.nii.gz").unlink()
+    coarser = Geometry(tuple(2 * s for s in phantom.geometry.spacing_xyz), phantom.geometry.origin_xyz,
+                       phantom.geometry.direction)
+    write_image(masks / "b_seg-spine_msk.nii.gz", phantom.spine_mask, coarser)
+    message = error_of()
+    assert f"{masks / 'b_seg-spine_msk.nii.gz'}: grid" in message and "b_0000.nii.gz" in message
+    wrong = phantom.spine_mask.copy()
+    wrong[0, 0, 0] = 7
+    write_image(masks / "b_seg-spine_msk.nii.gz", wrong, phantom.geometry)
+    assert "b_seg-spine_msk.nii.gz: values [7] are not SPINEPS semantic labels" in error_of()
+    write_image(masks / "b_seg-spine_msk.nii.gz", phantom.spine_mask, phantom.geometry)
+    assert "with --semantic-input there are none" in error_of(["--save_probabilities"])
+    with pytest.raises(SystemExit):  # --semantic-model and --semantic-input exclude each other
+        main(argv + ["--semantic-model", str(instance)])
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,9 @@ from nnunetv2_symtc.cli import main
 from nnunetv2_symtc.instance.cutouts import CutoutSpec
 from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_dataset, phase2_cases
 from nnunetv2_symtc.instance.phase2_spec import Phase2Spec
-from nnunetv2_symtc.instance.pipeline import SUFFIXES, PredictionSettings, TwoPhasePredictor, assemble_instances
+from nnunetv2_symtc.inference.inputs import SUFFIXES
+from nnunetv2_symtc.inference.two_phase import PredictionSettings, TwoPhasePredictor
+from nnunetv2_symtc.instance.assemble import assemble_instances
 from nnunetv2_symtc.io import to_sitk
 from nnunetv2_symtc.labels import (SPINEPS_SEMANTIC_NAMES, instance_value_name, is_spineps_instance_value)
 from nnunetv2_symtc.phantom import PhantomConfig, generate_subject, write_spineps
@@ -33,18 +35,22 @@ def train_fold0(dataset_id: int, trainer_name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tiny_dataset_3d, tmp_path_factory):
+def instance_model(nnunet_dirs, tmp_path_factory):
+    """A tiny phase-2 model trained on cutouts of two phantom subjects."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
 
-    semantic = train_fold0(tiny_dataset_3d.dataset_id, "SpinepsInstanceTrainer_tiny")
     source = write_spineps(tmp_path_factory.mktemp("phase2_source"),
                            [(f"{i}", generate_subject(100 + i, PhantomConfig.tiny())) for i in range(2)])
     build_instance_dataset(source, INSTANCE_DATASET_ID, "TinyInstances", cutout=CUTOUT)
     extract_fingerprints([INSTANCE_DATASET_ID], num_processes=1, check_dataset_integrity=True, show_progress_bar=False)
     plan_experiments([INSTANCE_DATASET_ID])
     preprocess([INSTANCE_DATASET_ID], configurations=("3d_fullres",), num_processes=(1,), show_progress_bar=False)
-    instance = train_fold0(INSTANCE_DATASET_ID, "SpinepsInstanceTrainer_tiny")
-    return semantic, instance
+    return train_fold0(INSTANCE_DATASET_ID, "SpinepsInstanceTrainer_tiny")
+
+
+@pytest.fixture(scope="module")
+def models(tiny_dataset_3d, instance_model):
+    return train_fold0(tiny_dataset_3d.dataset_id, "SpinepsInstanceTrainer_tiny"), instance_model
 
 
 @pytest.mark.slow
@@ -114,3 +120,28 @@ def test_two_phase_prediction_end_to_end(models, tmp_path):
     output = assemble_instances(subject.spine_mask, predictions, [c.cutout for c in cases],
                                 subject.geometry.spacing_zyx, None, spec.lowest_vertebra, spec.naming_convention)
     assert output.instance.shape == subject.shape and len(output.metadata["merge"]) >= 1
+
+
+@pytest.mark.slow
+def test_semantic_input_skips_phase1(instance_model, tmp_path):
+    """``--semantic-input``: phase 2 and everything after it on a given semantic mask, no semantic model."""
+    subject = generate_subject(201, PhantomConfig.tiny())
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir(), masks.mkdir()
+    original = sitk.DICOMOrient(to_sitk(subject.images["t2"].astype(np.float32), subject.geometry), "LPS")
+    sitk.WriteImage(original, str(images / "phantom_0000.nii.gz"))
+    given = sitk.DICOMOrient(to_sitk(subject.spine_mask, subject.geometry), "LPS")
+    sitk.WriteImage(given, str(masks / f"phantom{SUFFIXES['semantic']}"))
+    argv = ["predict", "-i", str(images), "-o", str(out), "--semantic-input", str(masks),
+            "--instance-model", str(instance_model), "-f", "0", "-device", "cpu"]
+    assert main(argv) == 0
+    semantic = sitk.ReadImage(str(out / f"phantom{SUFFIXES['semantic']}"))
+    assert semantic.GetSize() == original.GetSize() and np.allclose(semantic.GetOrigin(), original.GetOrigin())
+    assert np.array_equal(sitk.GetArrayFromImage(semantic), sitk.GetArrayFromImage(given)), "used as given"
+    instance = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"phantom{SUFFIXES['instance']}")))
+    assert all(is_spineps_instance_value(int(v)) for v in np.unique(instance))
+    metadata = json.loads((out / f"phantom{SUFFIXES['metadata']}").read_text())
+    assert metadata["semantic_input"] == str(masks) and metadata["semantic_models"] == []
+    assert "phase1_s" not in metadata["timings"] and metadata["cleaning"] == "semantic mask given: used as given"
+    assert metadata["candidates"]["kept"] == len(metadata["centres"]) >= 1
+    assert (out / f"phantom{SUFFIXES['snapshot']}").is_file()

@@ -2,7 +2,7 @@
 import numpy as np
 from matplotlib.colors import rgb_to_hsv
 
-from nnunetv2_symtc.instance.pipeline import level_colours, snapshot_overlay, snapshot_slice, write_snapshot
+from nnunetv2_symtc.inference.outputs import level_colours, snapshot_overlay, snapshot_slice, write_snapshot
 from nnunetv2_symtc.labels import L1_ID, SPINEPS_DISC_OFFSET, SPINEPS_ENDPLATE_OFFSET, VERTEBRA_IDS_TOP_TO_BOTTOM
 from nnunetv2_symtc.phantom import PhantomConfig, generate_subject
 

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from nnunetv2_symtc.evaluation import ensemble
+    from nnunetv2_symtc.inference import ensemble
 
     if args.no_postprocessing and args.d is None:
         raise InputError("--no-postprocessing applies to -d (the recommended ensemble) only")

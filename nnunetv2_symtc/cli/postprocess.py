@@ -14,13 +14,15 @@ def register(subparsers) -> None:
     parser.add_argument("--instances", required=True, metavar="I", help="mask holding vertebra ids only")
     parser.add_argument("-o", required=True, metavar="O", help="output .nii.gz")
     parser.add_argument("--relabel", action="store_true",
-                        help="rename vertebrae by the naming rule (sacrum in view: lowest = L5; else --lowest-vertebra)")
-    parser.add_argument("--lowest-vertebra", type=int, default=None, help="with --relabel and no sacrum in view")
+                        help="rename vertebrae by the naming rule (--lowest-vertebra; else with the sacrum in view: "
+                             "lowest = L5; else L5)")
+    parser.add_argument("--lowest-vertebra", type=int, default=None,
+                        help="with --relabel: SPINEPS id of the lowest vertebra (wins over the sacrum rule)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from nnunetv2_symtc.instance.pipeline import postprocess_files
+    from nnunetv2_symtc.inference.postprocess import postprocess_files
 
     metadata = postprocess_files(args.semantic, args.instances, args.o, args.relabel, args.lowest_vertebra)
     for warning in metadata["warnings"]:

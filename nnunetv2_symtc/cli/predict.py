@@ -15,8 +15,13 @@ def register(subparsers) -> None:
     parser.add_argument("-i", required=True, metavar="IMAGES",
                         help="folder of images: <case>_0000.nii.gz (nnU-Net channels) or one file per case")
     parser.add_argument("-o", required=True, metavar="OUT", help="output folder")
-    parser.add_argument("--semantic-model", nargs="+", required=True, metavar="FOLDER",
+    phase1 = parser.add_mutually_exclusive_group(required=True)
+    phase1.add_argument("--semantic-model", nargs="+", metavar="FOLDER",
                         help="trained phase-1 model folder(s) (Trainer__Plans__config); several are averaged")
+    phase1.add_argument("--semantic-input", metavar="FOLDER",
+                        help="skip phase 1: use the given semantic masks <case>_seg-spine_msk.nii.gz (SPINEPS values, one "
+                             "per image case in -i, on its image's grid), e.g. hand-corrected or from another tool; "
+                             "used as given (no phase-1 clean-up). Give either this or --semantic-model, not both")
     parser.add_argument("--instance-model", required=True, metavar="FOLDER", help="trained phase-2 model folder")
     parser.add_argument("-f", nargs="+", default=None, help="folds (default: every fold with a checkpoint)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
@@ -32,7 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("-part_id", type=int, default=0, help="which part this process predicts (0-based)")
     parser.add_argument("--overwrite", action="store_true", help="predict cases that already have outputs again")
     parser.add_argument("--lowest-vertebra", type=int, default=None,
-                        help="id of the lowest vertebra when no sacrum is in view (e.g. 24 = L5, 23 = L4)")
+                        help="SPINEPS id of the lowest vertebra in view (e.g. 24 = L5, 25 = L6, 28 = T13); wins over "
+                             "the sacrum rule (with the sacrum in view the lowest vertebra is L5)")
     parser.add_argument("--spider-values", action="store_true",
                         help="write the instance mask in SPIDER values (vertebrae cut by the in-plane field of view: 101-125)")
     parser.add_argument("--split-endplates", action="store_true",
@@ -42,15 +48,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from nnunetv2_symtc.instance.pipeline import PredictionSettings, TwoPhasePredictor, predict_folder
+    from nnunetv2_symtc.inference.two_phase import PredictionSettings, TwoPhasePredictor, predict_folder
 
     settings = PredictionSettings(folds=args.f, device=selected_device(args), step_size=args.step_size,
                                   use_mirroring=not args.disable_tta, checkpoint=args.chk,
                                   num_processes_preprocessing=args.npp, num_processes_segmentation_export=args.nps,
                                   phase2_batch_size=args.phase2_batch_size)
-    predictor = TwoPhasePredictor(args.semantic_model, args.instance_model, settings)
+    predictor = TwoPhasePredictor(args.semantic_model or (), args.instance_model, settings)
     done = predict_folder(predictor, args.i, args.o, overwrite=args.overwrite, num_parts=args.num_parts,
                           part_id=args.part_id, lowest_vertebra=args.lowest_vertebra, spider_values=args.spider_values,
-                          split_endplate_labels=args.split_endplates, save_probabilities=args.save_probabilities)
+                          split_endplate_labels=args.split_endplates, save_probabilities=args.save_probabilities,
+                          semantic_input=args.semantic_input)
     print(f"predicted {len(done)} case(s) into {args.o}")
     return 0

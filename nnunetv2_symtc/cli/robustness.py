@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from nnunetv2_symtc.evaluation import robustness as R
+    from nnunetv2_symtc.inference import robustness as R
 
     cases = R.load_cases(args.i, args.ref, args.file_ending, args.max_cases)
     folds = [int(f) if f.isdigit() else f for f in args.f] if args.f else None
