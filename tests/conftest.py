@@ -76,3 +76,20 @@ def tiny_dataset_3d(tiny_dataset) -> TinyDataset:
 def tiny_dataset_2d(tiny_dataset) -> TinyDataset:
     """``tiny_dataset`` with the ``2d`` configuration (sagittal slices)."""
     return replace(tiny_dataset, configuration="2d")
+
+
+@pytest.fixture(scope="session")
+def tptbox_sample():
+    """(paths, semantic, instance, geometry) of tptbox's real cervical MRI sample (PIR, C5-C7), read
+    from the installed ``tptbox`` package (never copied into this repository)."""
+    from nnunetv2_symtc.io import read_image
+
+    tptbox = pytest.importorskip("TPTBox")
+    folder = Path(os.path.dirname(tptbox.__file__)) / "tests" / "sample_mri"
+    paths = {"image": folder / "sub-mri_label-6_T2w.nii.gz",
+             "semantic": folder / "sub-mri_seg-subreg_label-6_msk.nii.gz",
+             "instance": folder / "sub-mri_seg-vert_label-6_msk.nii.gz"}
+    semantic, geometry = read_image(paths["semantic"])
+    instance, _ = read_image(paths["instance"])
+    assert geometry.orientation == "PIR"
+    return paths, semantic, instance, geometry

@@ -1,9 +1,9 @@
 """Two-phase instance segmentation without networks: cutouts, merge, post-processing, naming, inputs.
 
-The real-scan tests use tptbox's sample MRI (read from the installed package, never copied).
+The real-scan tests use tptbox's sample MRI (``tptbox_sample`` in conftest: read from the installed
+package, never copied).
 """
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +30,6 @@ from nnunetv2_symtc.phantom import PhantomConfig, generate_subject, write_spinep
 # --------------------------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tptbox_sample():
-    """(semantic, instance, image paths) of tptbox's real cervical MRI sample, and the arrays."""
-    tptbox = pytest.importorskip("TPTBox")
-    folder = Path(os.path.dirname(tptbox.__file__)) / "tests" / "sample_mri"
-    paths = {"image": folder / "sub-mri_label-6_T2w.nii.gz",
-             "semantic": folder / "sub-mri_seg-subreg_label-6_msk.nii.gz",
-             "instance": folder / "sub-mri_seg-vert_label-6_msk.nii.gz"}
-    semantic, geometry = read_image(paths["semantic"])
-    instance, _ = read_image(paths["instance"])
-    assert geometry.orientation == "PIR"
-    return paths, semantic, instance, geometry
-
-
 @pytest.fixture(scope="module")
 def phantom():
     return generate_subject(0, PhantomConfig.tiny())

@@ -1,30 +1,34 @@
-"""Fragments never take a level; level naming rules and sequences (T13, L6, user override).
+"""Fragments never take a level; level naming rules and sequences (T13, L6, user override);
+implausible body candidates never reach phase 2.
 
-The real-scan tests use tptbox's sample MRI (read from the installed package, never copied).
+The real-scan tests use tptbox's sample MRI (``tptbox_sample`` in conftest: read from the installed
+package, never copied).
 """
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from nnunetv2_symtc.instance.centres import body_candidates, vertebral_body_centres
 from nnunetv2_symtc.instance.labeling import absorb_fragments, clean_instances, level_ids, name_vertebrae
-from nnunetv2_symtc.io import read_image
 from nnunetv2_symtc.labels import (L5_ID, SACRUM, SACRUM_ID, SPINEPS_DISC_OFFSET, T13_ID, VERTEBRA_VALUES,
                                    VERTEBRAL_BODY, ids_upward_from, levels_up_to_c1)
 from nnunetv2_symtc.phantom import PhantomConfig, generate_subject
 
 
 @pytest.fixture(scope="module")
-def tptbox_vertebrae():
+def tptbox_vertebrae(tptbox_sample):
     """tptbox's real cervical sample: semantic mask, vertebra-only instance map (C5-C7), spacing."""
-    tptbox = pytest.importorskip("TPTBox")
-    folder = Path(os.path.dirname(tptbox.__file__)) / "tests" / "sample_mri"
-    semantic, geometry = read_image(folder / "sub-mri_seg-subreg_label-6_msk.nii.gz")
-    instance, _ = read_image(folder / "sub-mri_seg-vert_label-6_msk.nii.gz")
+    _, semantic, instance, geometry = tptbox_sample
     vertebrae = np.where(np.isin(semantic, VERTEBRA_VALUES) & (instance < SPINEPS_DISC_OFFSET), instance, 0)
     return semantic, vertebrae.astype(np.uint16), geometry.spacing_zyx
+
+
+def phantom_candidates(seed: int):
+    """A tiny phantom subject, its mobile vertebra ids (top first), vertebra-only map and candidate map."""
+    subject = generate_subject(seed, PhantomConfig.tiny())
+    ids = [v for v in subject.vertebra_ids if v != SACRUM_ID]
+    vertebrae = np.where((subject.vert_mask < SPINEPS_DISC_OFFSET) & (subject.vert_mask != SACRUM_ID),
+                         subject.vert_mask, 0)
+    return subject, ids, vertebrae, as_candidates(vertebrae, ids)
 
 
 def as_candidates(vertebrae: np.ndarray, ids_top_to_bottom) -> np.ndarray:
@@ -72,12 +76,8 @@ def test_fragments_do_not_take_a_level_on_a_real_scan(tptbox_vertebrae):
 
 
 def test_fragments_do_not_take_a_level_on_the_phantom():
-    subject = generate_subject(3, PhantomConfig.tiny())
+    subject, ids, vertebrae, candidates = phantom_candidates(3)
     spacing = subject.geometry.spacing_zyx
-    ids = [v for v in subject.vertebra_ids if v != SACRUM_ID]
-    vertebrae = np.where((subject.vert_mask < SPINEPS_DISC_OFFSET) & (subject.vert_mask != SACRUM_ID),
-                         subject.vert_mask, 0)
-    candidates = as_candidates(vertebrae, ids)
     broken = carve(carve(candidates, 2, 5, 40, lowest=False), len(ids), 150, 41, lowest=False)
     clean_names, _, _ = fragments_then_names(candidates, subject.spine_mask, spacing)
     assert np.mean(clean_names[vertebrae > 0] == vertebrae[vertebrae > 0]) > 0.95
@@ -124,12 +124,8 @@ def test_t13_and_l6_sequences():
 
 
 def test_naming_records_the_rule_source_on_the_phantom():
-    subject = generate_subject(0, PhantomConfig.tiny())
+    subject, ids, _, candidates = phantom_candidates(0)
     spacing = subject.geometry.spacing_zyx
-    ids = [v for v in subject.vertebra_ids if v != SACRUM_ID]
-    vertebrae = np.where((subject.vert_mask < SPINEPS_DISC_OFFSET) & (subject.vert_mask != SACRUM_ID),
-                         subject.vert_mask, 0)
-    candidates = as_candidates(vertebrae, ids)
     _, naming = name_vertebrae(candidates, subject.spine_mask, spacing, lowest_vertebra=25, sacrum_id=None)
     assert naming["rule_source"] == "user" and naming["ids_top_to_bottom"][-1] == 25
     assert naming["candidates_top_to_bottom"] == list(range(1, len(ids) + 1))
