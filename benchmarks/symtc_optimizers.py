@@ -23,7 +23,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from nnunetv2_symtc.networks import SymTC
 from nnunetv2_symtc.phantom import generate_ssmspine_sample
-from nnunetv2_symtc.training.recipes import WarmupCosineLR, adamw_param_groups
+from nnunetv2_symtc.trainers.recipes import WarmupCosineLR, adamw_param_groups
 
 NUM_CLASSES = 12
 

@@ -6,10 +6,10 @@ import torch
 
 from nnunetv2_symtc.cli import main
 from nnunetv2_symtc.networks.from_plans import build_symtc
-from nnunetv2_symtc.training.recipes import (WarmupCosineLR, clip_gradients_before_step,
-                                             deep_supervision_weights)
-from nnunetv2_symtc.training.symtc_plans import (GIB, estimate_training_memory, fit_configuration,
-                                                 symtc_patch_size)
+from nnunetv2_symtc.planning import plan_msff, plan_symtc
+from nnunetv2_symtc.planning.symtc import (GIB, build_from_architecture, estimate_training_memory,
+                                           fit_configuration, symtc_patch_size)
+from nnunetv2_symtc.trainers.recipes import WarmupCosineLR, clip_gradients_before_step, deep_supervision_weights
 
 
 def test_patches_are_rounded_to_symtc_strides_and_token_limits():
@@ -53,6 +53,14 @@ def test_plan_symtc_cli_writes_a_plans_transfer(tmp_path, monkeypatch):
     assert two["patch_size"] == [512, 496] and 1 <= two["batch_size"] <= 12
     assert two["data_identifier"] == "nnUNetPlans_2d" and two["symtc_estimated_memory_gib"] <= 24
     assert three["patch_size"] == [16, 256, 256] and three["batch_size"] <= 2
+    assert two["architecture"]["network_class_name"] == "nnunetv2_symtc.networks.SymTC"
+    assert two["architecture"]["arch_kwargs"]["strides"] == [[1, 1], [4, 4], [4, 4], [1, 1]]
+    assert two["architecture"]["arch_kwargs"]["embed_dim"] == 512
+    arch3 = three["architecture"]
+    assert arch3["network_class_name"] == "nnunetv2_symtc.networks.SymTC3D"
+    # the 3D geometry is computed once, here, and stored: thick axis 0 is not downsampled at level 1
+    assert arch3["arch_kwargs"]["strides"] == [[1, 1, 1], [1, 4, 4], [4, 4, 4], [1, 1, 1]]
+    assert arch3["arch_kwargs"]["level_kernels"][0] == [1, 5, 5]
     assert out["configurations"]["3d_cascade_fullres"] == plans["configurations"]["3d_cascade_fullres"]
     assert main(["plan-symtc", "-d", "Dataset905_Fake", "-p", "missing"]) == 1
 
@@ -73,3 +81,75 @@ def test_warmup_cosine_schedule_and_gradient_clip_hook():
     optimizer.step()
     assert torch.allclose(parameter.detach(), torch.tensor([-0.6, -0.8, 0.0]))
     assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+
+
+def _fake_dataset(tmp_path, name="Dataset906_Fake"):
+    folder = tmp_path / name
+    folder.mkdir()
+    unet = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": "torch.nn.modules.conv.Conv2d",
+                            "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1], [2, 2], [2, 2]],
+                            "n_conv_per_stage": [1, 1, 1], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+                            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+                            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+    plans = {"plans_name": "nnUNetPlans", "dataset_name": name, "configurations": {
+        "2d": {"data_identifier": "nnUNetPlans_2d", "patch_size": [320, 256], "spacing": [0.5, 0.5], "batch_size": 12,
+               "architecture": unet},
+        "3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [14, 250, 250],
+                       "spacing": [3.3, 0.5, 0.5], "batch_size": 2}}}
+    (folder / "nnUNetPlans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": 1, "b": 2, "c": 3},
+                                                     "channel_names": {"0": "T2"}}))
+    return folder
+
+
+def test_plan_symtc_api_with_width_numbers_patch_and_batch(tmp_path):
+    """The call a CPU-sized demo makes: explicit width numbers, patch and batch, one configuration."""
+    folder = _fake_dataset(tmp_path)
+    path = plan_symtc(folder, width=dict(embed_dim=64, num_heads=4, channels=(16, 32, 64)), configurations=["2d"],
+                      patch_size=(128, 128), batch_size=4)
+    plans = json.loads(path.read_text())
+    two = plans["configurations"]["2d"]
+    assert two["patch_size"] == [128, 128] and two["batch_size"] == 4 and two["data_identifier"] == "nnUNetPlans_2d"
+    kwargs = two["architecture"]["arch_kwargs"]
+    assert (kwargs["embed_dim"], kwargs["num_heads"], kwargs["channels"], kwargs["num_layers"]) == \
+        (64, 4, [16, 32, 64], [2, 2, 2, 2])
+    assert "architecture" not in plans["configurations"]["3d_fullres"]        # not planned: copied unchanged
+    network = build_from_architecture(two["architecture"], 1, 4, deep_supervision=True)
+    outputs = network(torch.randn(1, 1, 128, 128))
+    assert [tuple(o.shape[2:]) for o in outputs] == [(128, 128), (32, 32), (8, 8)]
+    with pytest.raises(ValueError, match="configuration 2d: .*not divisible"):
+        plan_symtc(folder, width="tiny", configurations=["2d"], patch_size=(120, 128))
+    with pytest.raises(ValueError, match="no configuration"):
+        plan_symtc(folder, width="tiny", configurations=["3d_lowres"])
+    with pytest.raises(ValueError, match="unknown keys"):
+        plan_symtc(folder, width=dict(embed=64))
+
+
+def test_plan_symtc_cli_width_numbers(tmp_path, monkeypatch):
+    _fake_dataset(tmp_path)
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    assert main(["plan-symtc", "-d", "Dataset906_Fake", "-c", "2d", "--width", "small", "--num-heads", "4",
+                 "--patch-size", "64", "64", "--batch-size", "3"]) == 0
+    two = json.loads((tmp_path / "Dataset906_Fake" / "nnUNetPlans_SymTC.json").read_text())["configurations"]["2d"]
+    assert two["architecture"]["arch_kwargs"]["embed_dim"] == 256 and two["architecture"]["arch_kwargs"]["num_heads"] == 4
+    assert two["patch_size"] == [64, 64] and two["batch_size"] == 3
+
+
+def test_plan_msff_names_the_msff_unet_and_keeps_the_unet(tmp_path, monkeypatch):
+    folder = _fake_dataset(tmp_path)
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    assert main(["plan-msff", "-d", "Dataset906_Fake", "--dilations", "1", "2", "4"]) == 0
+    plans = json.loads((folder / "nnUNetPlans_MSFF.json").read_text())
+    source = json.loads((folder / "nnUNetPlans.json").read_text())["configurations"]["2d"]
+    two = plans["configurations"]["2d"]
+    assert two["architecture"]["network_class_name"] == "nnunetv2_symtc.networks.PlannedMSFFUNet"
+    kwargs = two["architecture"]["arch_kwargs"]
+    assert kwargs["strides"] == source["architecture"]["arch_kwargs"]["strides"]
+    assert kwargs["unet_class_name"] == source["architecture"]["network_class_name"]
+    assert kwargs["msff_dilations"] == [1, 2, 4]
+    assert two["patch_size"] == source["patch_size"] and two["data_identifier"] == source["data_identifier"]
+    with pytest.raises(ValueError, match="already names the MSFF"):
+        plan_msff(folder, source_plans="nnUNetPlans_MSFF", target_plans="again")

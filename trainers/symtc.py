@@ -1,51 +1,89 @@
-"""SymTC trainers. Names are permanent (they name result folders).
+"""SymTC trainers: our optimisation recipes for SymTC. Names are permanent (they name result folders).
 
-- ``SymTCTrainer``: paper-width SymTC (2D) or SymTC3D (3d_fullres), nnU-Net's Dice + CE, AdamW
-  with warmup + cosine decay and gradient clipping at 1 (see ``nnunetv2_symtc.training.recipes``).
+**Plans own the network.** With SymTC plans (``symtc plan-symtc``, ``-p nnUNetPlans_SymTC``) every
+trainer here builds the network the plans name (``nnunetv2_symtc.networks.SymTC`` / ``SymTC3D`` and
+their ``arch_kwargs``), exactly as nnU-Net's own trainers do, and trains it with deep supervision
+(halving weights, all non-zero); a name's width suffix (``_small``, ``_tiny``) then does not matter.
+With nnU-Net's U-Net plans they build SymTC as before the plans owned the network (width from the
+name, 3D geometry from ``symtc3d_geometry``, no deep supervision except ``SymTCTrainerDS``), so
+models trained that way load and predict unchanged.
+
+- ``SymTCTrainer``: nnU-Net's Dice + CE, AdamW with warmup + cosine decay and gradient clipping
+  at 1 (see ``nnunetv2_symtc.trainers.recipes``); U-Net plans: paper-width SymTC / SymTC3D.
 - ``SymTCTrainer_paper``: the paper's recipe: Adam at a constant 1e-4, clipping at 1, loss
   0.5·SymTC's area-weighted CE (``symtc_sum``) + 0.5·(−foreground soft Dice) (= 0.5·(1 − Dice) − 0.5).
-- ``SymTCTrainer_small``: ``SymTCTrainer`` with the paper's SymTC_s width (E=256, 8 heads).
-- ``SymTCTrainerDS``: ``SymTCTrainer`` with two auxiliary heads and deep supervision at SymTC's ×4 steps.
+- ``SymTCTrainer_small``: U-Net plans: ``SymTCTrainer`` with the paper's SymTC_s width (E=256, 8 heads).
+- ``SymTCTrainerDS``: U-Net plans: ``SymTCTrainer`` with two auxiliary heads and deep supervision at
+  SymTC's ×4 steps (SymTC plans always have them).
 - Budgets: ``SymTCTrainer_{250,100,50}epochs``, ``SymTCTrainer_paper_250epochs``. ``*_tiny`` are CI
-  variants (TINY budget; tiny width, except ``SymTCTrainer_paper_tiny``, which keeps the paper width so
-  that imported reference checkpoints load into it).
+  variants (TINY budget; with U-Net plans tiny width, except ``SymTCTrainer_paper_tiny``, which keeps
+  the paper width so that imported reference checkpoints load into it).
 
-Mirroring is anatomy-safe (``AnatomicalAugmentationMixin``): none in 2D sagittal slices,
-left–right in 3D only for label sets without left/right pairs.
+Mirroring is anatomy-safe (``AnatomicalAugmentationMixin``).
 """
+import pydoc
+
 import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_symtc.losses import with_size_adaptive_ce
 from nnunetv2_symtc.networks.from_plans import build_symtc_from_plans, symtc_deep_supervision_scales
+from nnunetv2_symtc.networks.symtc import SymTCBase
 from nnunetv2_symtc.trainers.anatomy import AnatomicalAugmentationMixin
 from nnunetv2_symtc.trainers.budget import TINY, budget_variant
-from nnunetv2_symtc.training.recipes import (WarmupCosineLR, adamw_param_groups, clip_gradients_before_step,
+from nnunetv2_symtc.trainers.recipes import (WarmupCosineLR, adamw_param_groups, clip_gradients_before_step,
                                              deep_supervision_weights)
 
 
+def plans_name_symtc(configuration_manager) -> bool:
+    """Whether a configuration's ``architecture`` names a SymTC class (SymTC plans)."""
+    network_class = pydoc.locate(configuration_manager.network_arch_class_name)
+    return isinstance(network_class, type) and issubclass(network_class, SymTCBase)
+
+
 class SymTCTrainer(AnatomicalAugmentationMixin, nnUNetTrainer):
-    """SymTC / SymTC3D (paper width) with AdamW, warmup + cosine schedule and gradient clipping at 1."""
+    """SymTC / SymTC3D with AdamW, warmup + cosine schedule and gradient clipping at 1.
+
+    ``symtc_width`` and ``symtc_deep_supervision_heads`` choose the network only for U-Net plans."""
 
     max_grad_norm = 1.0
     warmup_fraction = 0.02
+    symtc_width = "paper"
+    symtc_deep_supervision_heads = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.enable_deep_supervision = False
+        self.network_from_plans = plans_name_symtc(self.configuration_manager)
+        self.enable_deep_supervision = self.network_from_plans or self.symtc_deep_supervision_heads
         self.initial_lr = 3e-4
         self.weight_decay = 1e-2
 
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
+        if plans_name_symtc(configuration_manager):
+            return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                            num_output_channels, enable_deep_supervision)
         return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
-                                      num_output_channels, enable_deep_supervision, width="paper")
+                                      num_output_channels, enable_deep_supervision, width=cls.symtc_width,
+                                      deep_supervision_heads=cls.symtc_deep_supervision_heads)
 
     def set_deep_supervision_enabled(self, enabled: bool):
-        # nnU-Net re-enables deep supervision after its final validation; only DS variants have heads.
+        # nnU-Net re-enables deep supervision after its final validation; only networks with heads may.
         super().set_deep_supervision_enabled(enabled and self.enable_deep_supervision)
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision or self.network_from_plans:
+            return super()._get_deep_supervision_scales()  # SymTC plans: from their strides
+        return symtc_deep_supervision_scales(self.configuration_manager.patch_size, self.configuration_manager.spacing)
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        if self.enable_deep_supervision:  # every head trains (nnU-Net's own weights zero the lowest)
+            loss.weight_factors = tuple(deep_supervision_weights(len(loss.weight_factors)))
+        return loss
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(adamw_param_groups(self.network, self.weight_decay), lr=self.initial_lr)
@@ -55,13 +93,9 @@ class SymTCTrainer(AnatomicalAugmentationMixin, nnUNetTrainer):
 
 
 class SymTCTrainer_small(SymTCTrainer):
-    """``SymTCTrainer`` with the paper's SymTC_s width (E=256, 8 heads)."""
+    """``SymTCTrainer``; with U-Net plans the paper's SymTC_s width (E=256, 8 heads)."""
 
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True):
-        return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
-                                      num_output_channels, enable_deep_supervision, width="small")
+    symtc_width = "small"
 
 
 class SymTCTrainer_paper(SymTCTrainer):
@@ -80,47 +114,20 @@ class SymTCTrainer_paper(SymTCTrainer):
 
     def _build_loss(self):
         loss = with_size_adaptive_ce(super()._build_loss(), self.label_manager.ignore_label, reduction="symtc_sum")
-        loss.weight_ce = loss.weight_dice = 0.5
+        inner = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
+        inner.weight_ce = inner.weight_dice = 0.5
         return loss
 
 
 class SymTCTrainerDS(SymTCTrainer):
-    """``SymTCTrainer`` plus two 1×1 auxiliary heads, deep-supervised at 1/s1 and 1/(s1·s2)."""
+    """``SymTCTrainer``; with U-Net plans plus two 1×1 auxiliary heads, deep-supervised at 1/s1 and 1/(s1·s2)."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.enable_deep_supervision = True
-
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True):
-        return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
-                                      num_output_channels, enable_deep_supervision, width="paper",
-                                      deep_supervision_heads=True)
-
-    def _get_deep_supervision_scales(self):
-        if not self.enable_deep_supervision:
-            return None
-        return symtc_deep_supervision_scales(self.configuration_manager.patch_size, self.configuration_manager.spacing)
-
-    def _build_loss(self):
-        loss = super()._build_loss()
-        loss.weight_factors = tuple(deep_supervision_weights(len(loss.weight_factors)))
-        return loss
+    symtc_deep_supervision_heads = True
 
 
 def _tiny_width(trainer: type) -> type:
-    """Give a CI variant the tiny SymTC width (same blocks; nnU-Net paths run in seconds on a CPU)."""
-    heads = issubclass(trainer, SymTCTrainerDS)
-
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True):
-        return build_symtc_from_plans(plans_manager, configuration_manager, num_input_channels,
-                                      num_output_channels, enable_deep_supervision, width="tiny",
-                                      deep_supervision_heads=heads)
-
-    trainer.build_network_architecture = staticmethod(build_network_architecture)
+    """Give a CI variant the tiny SymTC width for U-Net plans (same blocks; nnU-Net paths run in seconds on a CPU)."""
+    trainer.symtc_width = "tiny"
     return trainer
 
 

@@ -48,7 +48,11 @@ class SinusoidalPositionCodes(nn.Module):
         self.bias1 = nn.Parameter(torch.empty(embed_dim))
         self.weight2 = nn.Parameter(torch.empty(embed_dim, position_dim))
         self.bias2 = nn.Parameter(torch.empty(embed_dim))
-        # The paper's initialisation: W ~ U(-1/D, 1/D) (U(-1/2, 1/2) in 2D), b ~ U(0, pi).
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation: W ~ U(-1/D, 1/D) (U(-1/2, 1/2) in 2D), b ~ U(0, pi)."""
+        position_dim = self.weight1.shape[1]
         for weight in (self.weight1, self.weight2):
             nn.init.uniform_(weight, -1.0 / position_dim, 1.0 / position_dim)
         for bias in (self.bias1, self.bias2):

@@ -45,7 +45,11 @@ class _ParameterFreeLayerNorm(nn.Module):
 
 
 class SpatialContrastNorm(nn.Module):
-    """Parameter-free local contrast normalisation of the raw input, per input channel.
+    """Parameter-free local contrast normalisation of the raw input, applied to every input channel.
+
+    Every channel, deliberately: the reference implementation is single-channel (one T2w image),
+    and normalising each channel separately is the one form that does not favour any channel of a
+    multi-channel nnU-Net dataset; for one channel it is the reference's operation.
 
     ``y = (x − μ) / sqrt(σ² + eps)`` with ``μ`` the box mean of ``x`` and ``σ²`` the box mean of
     ``(x − μ)²`` over a window of ``2⌊k/2⌋ + 1`` voxels per axis, ``k = side // 8``, reflect padded.
@@ -124,7 +128,11 @@ class AttentionPath(nn.Module):
         self.out = nn.Linear(embed_dim, out_channels)
 
     def forward(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
-        tokens = self.embed(x)                                   # (B, E, *grid)
+        # The patch embedding runs in fp32 even under autocast: oneDNN's bf16 convolution with
+        # kernel = stride >= 8 returns wrong values on some CPUs (AMX/AVX512-BF16, torch 2.x).
+        # Outside autocast this is the same fp32 convolution as before (bit-identical).
+        with torch.autocast(x.device.type, enabled=False):
+            tokens = self.embed(x.float())                       # (B, E, *grid), fp32
         grid = tokens.shape[2:]
         tokens = self.embed_norm(tokens.flatten(2).transpose(1, 2))  # (B, N, E)
         positions = grid_positions(grid, device=x.device)

@@ -11,8 +11,10 @@ The U-Net itself is whatever nnU-Net's plans build (``PlainConvUNet`` for the de
 the module only transforms the lowest-resolution features, so the plans' patch and batch sizes
 stay valid.
 """
+import pydoc
 from typing import List, Optional, Sequence, Type, Union
 
+import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_pool_op,
                                                                   maybe_convert_scalar_to_list)
@@ -130,6 +132,16 @@ class MSFFUNet(nn.Module):
         skips = self.encoder(x)
         return self.decoder([*skips[:-1], self.msff(skips[-1])])
 
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        """Feature-map elements per sample (the U-Net's count, as nnU-Net's planners use it, plus the
+        MSFF module's branch, stacked, fused and projected maps at the bottleneck)."""
+        unet = self.encoder.compute_conv_feature_map_size(input_size) + \
+            self.decoder.compute_conv_feature_map_size(input_size)
+        bottleneck = np.prod(input_size) / np.prod(np.prod(np.array(self.encoder.strides), axis=0))
+        channels = self.msff.project[0].out_channels
+        msff = (2 * self.msff.num_branches * self.msff.branch_channels + self.msff.branch_channels + 2 * channels)
+        return int(unet + msff * bottleneck)
+
     @classmethod
     def from_plans(cls, plans_manager, configuration_manager, num_input_channels: int, num_output_channels: int,
                    enable_deep_supervision: bool = True, **msff_kwargs) -> "MSFFUNet":
@@ -142,3 +154,26 @@ class MSFFUNet(nn.Module):
                                       num_input_channels, num_output_channels, allow_init=True,
                                       deep_supervision=enable_deep_supervision)
         return cls(unet, **msff_kwargs)
+
+
+class PlannedMSFFUNet(MSFFUNet):
+    """The MSFF U-Net as nnU-Net plans name it (``symtc plan-msff``): built from ``arch_kwargs``.
+
+    ``arch_kwargs`` are the U-Net's own (``strides``, ``features_per_stage``, ...; nnU-Net reads
+    ``strides`` for its deep-supervision scales) plus ``unet_class_name`` (the dotted U-Net class,
+    e.g. ``PlainConvUNet`` or ``ResidualEncoderUNet``), ``msff_dilations`` and
+    ``msff_branch_channels``. The U-Net gets its own initialisation here (as nnU-Net gives it), the
+    MSFF module its own (identity residual); there is no ``initialize`` for nnU-Net to re-apply.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, unet_class_name: str, deep_supervision: bool = True,
+                 msff_dilations: Sequence[int] = DEFAULT_DILATIONS, msff_branch_channels: Optional[int] = None,
+                 **unet_kwargs):
+        unet_class = pydoc.locate(unet_class_name)
+        if not isinstance(unet_class, type):
+            raise ValueError(f"MSFF plans: U-Net class {unet_class_name!r} cannot be imported")
+        unet = unet_class(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
+                          **unet_kwargs)
+        if hasattr(unet, "initialize"):
+            unet.apply(unet.initialize)
+        super().__init__(unet, msff_dilations, msff_branch_channels)

@@ -20,13 +20,22 @@ shape depends on the number of classes is in ``decoder.seg_layers`` (nnU-Net's
 ``-pretrained_weights`` skips those). With ``deep_supervision_heads=True`` two 1×1 heads
 (``seg_layers.1`` on T1b at 1/s1, ``seg_layers.2`` on T2b at 1/f) are added; whether they are
 *returned* is ``decoder.deep_supervision``, which never changes the parameter set.
+
+Built from nnU-Net plans (``symtc plan-symtc``), the network takes ``strides`` (per stage, nnU-Net's
+format ``[1, s1, s2, 1]``) and always has the heads with ``coarse_to_fine_heads=True``: the 1/s1
+output adds the upsampled 1/f output. nnU-Net's default deep-supervision weights are
+``[1, 1/2, 0]`` normalised (the lowest 1e-6 under DDP), so the 1/f output is dropped from the
+loss; through the 1/s1 output its head still gets a gradient, so every parameter trains (DDP
+without ``find_unused_parameters``).
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from nnunetv2_symtc.networks.attention import SinusoidalPositionCodes
 from nnunetv2_symtc.networks.blocks import HeadStem, MergeLayer, SymTCBlock, conv, per_axis
 
 PAPER_WIDTH = dict(embed_dim=512, num_heads=16)
@@ -40,11 +49,12 @@ MAX_TOKENS_PER_AXIS_3D = 32
 class _SymTCDecoder(nn.Module):
     """Merge layers, decoder blocks, head stem and the class-dependent ``seg_layers``."""
 
-    def __init__(self, blocks: dict, seg_layers: List[nn.Module]):
+    def __init__(self, blocks: dict, seg_layers: List[nn.Module], coarse_to_fine: bool = False):
         super().__init__()
         for name, block in blocks.items():
             self.add_module(name, block)
         self.seg_layers = nn.ModuleList(seg_layers)
+        self.coarse_to_fine = coarse_to_fine
         self.deep_supervision = False
 
     def forward(self, skips: Sequence[torch.Tensor]) -> Union[torch.Tensor, List[torch.Tensor]]:
@@ -58,11 +68,14 @@ class _SymTCDecoder(nn.Module):
         if len(self.seg_layers) == 1:
             raise RuntimeError("deep supervision was enabled on a SymTC without deep-supervision heads; "
                                "build it with deep_supervision_heads=True (the SymTCTrainerDS variant)")
-        return [logits, self.seg_layers[1](t1b), self.seg_layers[2](t2b)]
+        middle, lowest = self.seg_layers[1](t1b), self.seg_layers[2](t2b)
+        if self.coarse_to_fine:
+            middle = middle + F.interpolate(lowest, size=middle.shape[2:], mode="nearest")
+        return [logits, middle, lowest]
 
 
-class _SymTCBase(nn.Module):
-    """Dimension-generic SymTC; use ``SymTC`` (2D) or ``SymTC3D``."""
+class SymTCBase(nn.Module):
+    """Dimension-generic SymTC; use ``SymTC`` (2D) or ``SymTC3D`` (``isinstance`` checks may use this base)."""
 
     dim: int = 0
 
@@ -70,7 +83,8 @@ class _SymTCBase(nn.Module):
                  num_layers: Sequence[int] = (2, 2, 2, 2), channels: Sequence[int] = (32, 128, 512),
                  level_strides: Sequence[Union[int, Sequence[int]]] = (4, 4),
                  level_kernels: Optional[Sequence[Sequence[int]]] = None, alpha: float = 100.0,
-                 deep_supervision_heads: bool = False, deep_supervision: bool = False):
+                 deep_supervision_heads: bool = False, deep_supervision: bool = False,
+                 strides: Optional[Sequence[Sequence[int]]] = None, coarse_to_fine_heads: bool = False):
         """
         Args:
             input_channels, num_classes: image channels in, classes (logit channels) out.
@@ -83,9 +97,15 @@ class _SymTCBase(nn.Module):
             alpha: position-code frequency scale α.
             deep_supervision_heads: add the two auxiliary heads (changes the parameter set).
             deep_supervision: return ``[full, 1/s1, 1/f]`` logits (needs the heads).
+            strides: per-stage strides in nnU-Net's format ``[1, s1, s2, 1]`` (each an int or
+                per-axis list), as plans write them; replaces ``level_strides``.
+            coarse_to_fine_heads: the 1/s1 deep-supervision output adds the (nearest-)upsampled
+                1/f output, so the 1/f head trains even when its own loss weight is 0.
         """
         super().__init__()
         d = self.dim
+        if strides is not None:
+            level_strides = self._level_strides_from_stages(strides)
         c0, c1, c2 = channels
         s1, s2 = (per_axis(s, d) for s in level_strides)
         f = tuple(a * b for a, b in zip(s1, s2))
@@ -116,8 +136,52 @@ class _SymTCBase(nn.Module):
             M0=MergeLayer(d, c0, c0, c0),
             T0b=SymTCBlock(d, c0, c0, k_full, one, f, num_layers=n0, checkpoint_cnn=True, **width),
             head=HeadStem(d, c0),
-        ), seg_layers)
+        ), seg_layers, coarse_to_fine_heads)
         self.decoder.deep_supervision = deep_supervision
+        self.channels, self.embed_dim, self.num_layers = (c0, c1, c2), embed_dim, tuple(num_layers)
+
+    def _level_strides_from_stages(self, strides: Sequence) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+        """``(s1, s2)`` from nnU-Net-format per-stage strides ``[1, s1, s2, 1]``."""
+        stages = [per_axis(s, self.dim) for s in strides]
+        one = (1,) * self.dim
+        if len(stages) != 4 or stages[0] != one or stages[3] != one:
+            raise ValueError(f"{type(self).__name__}: strides must be 4 stages [1, s1, s2, 1] (nnU-Net format), "
+                             f"got {[list(s) for s in stages]}")
+        return stages[1], stages[2]
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """nnU-Net's ``network.apply(network.initialize)`` hook: the paper's initialisation of the
+        position codes (every other layer keeps PyTorch's default initialisation)."""
+        if isinstance(module, SinusoidalPositionCodes):
+            module.reset_parameters()
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        """Activation elements stored for backward per sample for an input of spatial size
+        ``input_size`` (as dynamic-network-architectures' networks report it, for planners).
+
+        Counts per block the CNN path (~4 hidden + 5 output maps) and the attention tokens
+        (``3 + layers`` token maps; attention layers themselves are recomputed), the merges (7 maps),
+        the head (3 maps) and the logits (4 maps), plus 6 input-size maps.
+        """
+        c0, c1, c2 = self.channels
+        n0, n1, n2, n3 = self.num_layers
+        cin, classes = self.input_channels, self.num_classes
+        full = float(np.prod(input_size))
+        mid = full / np.prod(self.level_strides[0])
+        low = full / np.prod(self.total_stride)
+        tokens = low  # every attention path has input voxels / total stride tokens
+
+        def block(block_in: int, block_out: int, out_voxels: float, layers: int) -> float:
+            hidden = 2 * max(block_in, block_out)
+            return (4 * hidden + 5 * block_out) * out_voxels + (3 + layers) * self.embed_dim * tokens
+
+        elements = (6 * cin * full
+                    + block(cin, c0, full, n0) + block(c0, c1, mid, n1) + block(c1, c2, low, n2)
+                    + block(c2, c2, low, n3) + 7 * c2 * low + block(c2, c1, low, n3) + 7 * c1 * mid
+                    + block(c1, c0, mid, n2) + 7 * c0 * full + block(c0, c0, full, n0)
+                    + 3 * c0 * full + 4 * classes * full)
+        return int(elements)
 
     @property
     def total_stride(self) -> Tuple[int, ...]:
@@ -155,23 +219,23 @@ class _SymTCBase(nn.Module):
         return self.decoder(skips)
 
     @classmethod
-    def paper_config(cls, input_channels: int = 1, num_classes: int = 12, **kwargs) -> "_SymTCBase":
+    def paper_config(cls, input_channels: int = 1, num_classes: int = 12, **kwargs) -> "SymTCBase":
         """The published SymTC (E=512, 16 heads, 2 layers per block, α=100)."""
         return cls(input_channels, num_classes, **{**PAPER_WIDTH, **kwargs})
 
     @classmethod
-    def small_config(cls, input_channels: int = 1, num_classes: int = 12, **kwargs) -> "_SymTCBase":
+    def small_config(cls, input_channels: int = 1, num_classes: int = 12, **kwargs) -> "SymTCBase":
         """The published SymTC_s (E=256, 8 heads)."""
         return cls(input_channels, num_classes, **{**SMALL_WIDTH, **kwargs})
 
 
-class SymTC(_SymTCBase):
+class SymTC(SymTCBase):
     """2D SymTC. Inputs need sides divisible by 16 (the paper: 512×512, a 32×32 token grid)."""
 
     dim = 2
 
 
-class SymTC3D(_SymTCBase):
+class SymTC3D(SymTCBase):
     """3D SymTC (Conv3d, 3D positions). Choose per-axis ``level_strides``/``level_kernels`` for
     anisotropic patches with ``symtc3d_geometry``."""
 

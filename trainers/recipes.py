@@ -1,4 +1,5 @@
-"""Optimisation recipes for transformer hybrids inside nnU-Net's training loop.
+"""Optimisation recipes (optimisers, schedules, gradient clipping, deep-supervision weights) for
+transformer hybrids inside nnU-Net's training loop.
 
 nnU-Net steps its scheduler once per epoch (``lr_scheduler.step(epoch)``) and clips gradients at
 norm 12 inside ``train_step``. ``clip_gradients_before_step`` tightens the clip without

@@ -1,1 +1,0 @@
-"""Training recipes used by the trainers (optimisers, schedules, gradient clipping, loss weights)."""
