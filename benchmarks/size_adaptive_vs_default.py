@@ -16,7 +16,6 @@ A report, not a test: at small budgets the difference can go either way.
 import argparse
 import json
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Dict, List
 import numpy as np
 import SimpleITK as sitk
 import torch
+from heldout import make_trainer, nnUNetTrainerAnatomy, seed_everything
 
 from nnunetv2_symtc.demo import use_nnunet_folders
 
@@ -51,14 +51,8 @@ def prepare_dataset(root: Path, subjects: int, n_val: int, configuration: str, d
 def train_and_validate(trainer_class: type, raw: Path, configuration: str, seed: int, device: torch.device) -> Dict:
     """Train fold 0 with nnU-Net's own loop and validation; returns the validation summary and the
     training time. A finished run in the work folder is read back instead of trained again."""
-    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / raw.name
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
-    plans["continue_training"] = False  # nnU-Net's trainer expects the flag run_training puts there
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    trainer = trainer_class(plans, configuration, 0, dataset_json, device)
+    seed_everything(seed)
+    trainer = make_trainer(trainer_class, raw, configuration, 0, device)
     summary_file = Path(trainer.output_folder) / "validation" / "summary.json"
     timing_file = Path(trainer.output_folder) / "benchmark_train_seconds.json"
     if not summary_file.is_file():
@@ -110,13 +104,7 @@ def main() -> None:
             prepare_dataset(root, args.subjects, args.val, args.configuration, dataset_id=950)
         os.environ["nnUNet_n_proc_DA"] = "0"  # augmentation in the main process: same data order for both
 
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
         from nnunetv2_symtc.trainers import budget_variant, nnUNetTrainerSizeAdaptiveCE
-        from nnunetv2_symtc.trainers.anatomy import AnatomicalAugmentationMixin
-
-        class nnUNetTrainerAnatomy(AnatomicalAugmentationMixin, nnUNetTrainer):
-            """The baseline: nnU-Net's trainer with our anatomy-safe augmentation."""
 
         budget = dict(num_epochs=args.epochs, iterations_per_epoch=args.iterations,
                       val_iterations_per_epoch=args.val_iterations)

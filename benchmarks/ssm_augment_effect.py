@@ -19,15 +19,14 @@ A report, not a test: with small budgets the difference can go either way.
 import argparse
 import json
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
-import SimpleITK as sitk
 import torch
+from heldout import held_out_dice, make_trainer, seed_everything
 
 from nnunetv2_symtc.demo import use_nnunet_folders
 
@@ -84,41 +83,26 @@ def prepare(root: Path, train_patients: int, test_patients: int, augs: int, shap
     return {"without SSM": raw, "with SSM": augmented}
 
 
+def prepared_datasets(root: Path) -> Optional[Dict[str, Path]]:
+    """The raw folders (``without SSM``, ``with SSM``) that ``prepare`` left in ``root`` earlier, or
+    ``None`` when they are not all there and preprocessed."""
+    existing = [next((root / "nnUNet_preprocessed").glob(f"Dataset{i}_*"), None) for i in (SOURCE_ID, AUGMENTED_ID)]
+    if not all(e is not None and (e / "nnUNetPlans_2d").is_dir() for e in existing):
+        return None
+    print(f"reusing the prepared datasets in {root}")
+    return {"without SSM": root / "nnUNet_raw" / existing[0].name, "with SSM": root / "nnUNet_raw" / existing[1].name}
+
+
 def train_and_test(trainer_class: type, raw: Path, seed: int, device: torch.device) -> Dict:
     """Train fold 0 with nnU-Net's loop, predict ``imagesTs``; returns per-class Dice and counts."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / raw.name
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
-    plans["continue_training"] = False  # nnU-Net's trainer expects the flag run_training puts there
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
-    split = json.loads((preprocessed / "splits_final.json").read_text())[0]
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    trainer = trainer_class(plans, "2d", 0, dataset_json, device)
+    seed_everything(seed)
+    trainer = make_trainer(trainer_class, raw, "2d", 0, device)
+    split = json.loads((Path(trainer.preprocessed_dataset_folder_base) / "splits_final.json").read_text())[0]
     start = time.perf_counter()
     trainer.run_training()
     seconds = time.perf_counter() - start
-    trainer.set_deep_supervision_enabled(False)  # the predictor expects a single output
-    predictor = nnUNetPredictor(use_mirroring=False, device=device, allow_tqdm=False)
-    predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager,
-                                    [trainer.network.state_dict()], dataset_json, trainer.__class__.__name__,
-                                    trainer.inference_allowed_mirroring_axes)
-    output = Path(trainer.output_folder) / "test_predictions"
-    predictor.predict_from_files(str(raw / "imagesTs"), str(output), save_probabilities=False, overwrite=True,
-                                 num_processes_preprocessing=1, num_processes_segmentation_export=1)
-    classes = [v for k, v in dataset_json["labels"].items() if v != 0 and k != "ignore"]
-    dice = {c: [] for c in classes}
-    for reference_file in sorted((raw / "labelsTs").iterdir()):
-        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_file)))
-        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / reference_file.name)))
-        for c in classes:
-            ref, pred = reference == c, prediction == c
-            if ref.any() or pred.any():
-                dice[c].append(2 * np.logical_and(ref, pred).sum() / (ref.sum() + pred.sum()))
-    return {"dice": {c: float(np.mean(v)) for c, v in dice.items()}, "train_cases": len(split["train"]),
-            "seconds": seconds, "names": {v: k for k, v in dataset_json["labels"].items()}}
+    return {"dice": held_out_dice(trainer, raw), "train_cases": len(split["train"]),
+            "seconds": seconds, "names": {v: k for k, v in trainer.dataset_json["labels"].items()}}
 
 
 def main() -> None:
@@ -144,14 +128,9 @@ def main() -> None:
         use_nnunet_folders(root)
         os.environ.setdefault("nnUNet_def_n_proc", "1")
         os.environ.setdefault("nnUNet_compile", "f")
-        existing = [next((root / "nnUNet_preprocessed").glob(f"Dataset{i}_*"), None) for i in (SOURCE_ID, AUGMENTED_ID)]
-        if args.workdir and all(e is not None and (e / "nnUNetPlans_2d").is_dir() for e in existing):
-            print(f"reusing the prepared datasets in {root}")
-            datasets = {"without SSM": root / "nnUNet_raw" / existing[0].name,
-                        "with SSM": root / "nnUNet_raw" / existing[1].name}
-        else:
-            datasets = prepare(root, args.train_patients, args.test_patients, args.augs, args.shapes,
-                               args.downsample, args.seeds[0])
+        datasets = (prepared_datasets(root) if args.workdir else None) or \
+            prepare(root, args.train_patients, args.test_patients, args.augs, args.shapes, args.downsample,
+                    args.seeds[0])
         os.environ["nnUNet_n_proc_DA"] = "0"
 
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
