@@ -21,8 +21,8 @@ from nnunetv2_symtc.inference.inputs import SUFFIXES, InputCase
 from nnunetv2_symtc.instance.assemble import CaseOutput
 from nnunetv2_symtc.instance.labeling import spineps_to_spider, split_endplates
 from nnunetv2_symtc.io import Geometry, reorient, to_sitk
-from nnunetv2_symtc.labels import (SPINEPS_DISC_OFFSET, SPINEPS_ENDPLATE_OFFSET, VERTEBRA_IDS_TOP_TO_BOTTOM,
-                                   instance_value_name)
+from nnunetv2_symtc.labels import (ENDPLATE, ENDPLATE_INFERIOR, ENDPLATE_SUPERIOR, SPINEPS_DISC_OFFSET,
+                                   SPINEPS_ENDPLATE_OFFSET, VERTEBRA_IDS_TOP_TO_BOTTOM, instance_value_name)
 
 MASK_COMPRESSION_LEVEL = 1
 """zlib level of the written masks: label maps compress well even at the fastest level."""
@@ -131,7 +131,8 @@ def write_case(output_folder: Path, case: InputCase, output: CaseOutput, spider_
     metadata = {"case": case.name, "inputs": [str(p) for p in case.files], **provenance,
                 "input_orientation": original.orientation, "reoriented_for_models": case.reoriented_from is not None,
                 "instance_values": "spider" if spider_values else "spineps",
-                "semantic_endplates": "52/53" if split_endplate_labels else "62",
+                "semantic_endplates": f"{ENDPLATE_SUPERIOR}/{ENDPLATE_INFERIOR}" if split_endplate_labels
+                else str(ENDPLATE),
                 "warnings": output.warnings, **output.metadata}
     with open(output_folder / f"{case.name}{SUFFIXES['metadata']}", "w") as f:
         json.dump(metadata, f, indent=2, default=_json_scalar)
