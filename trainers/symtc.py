@@ -13,6 +13,7 @@ models trained that way load and predict unchanged.
 - ``SymTCTrainer_paper``: the paper's recipe: Adam at a constant 1e-4, clipping at 1, loss
   0.5·SymTC's area-weighted CE (``symtc_sum``) + 0.5·(−foreground soft Dice) (= 0.5·(1 − Dice) − 0.5).
 - ``SymTCTrainer_small``: U-Net plans: ``SymTCTrainer`` with the paper's SymTC_s width (E=256, 8 heads).
+- ``SymTCTrainer_lr1en3``: ``SymTCTrainer`` at a peak learning rate of 1e-3 (narrow SymTC plans, short budgets).
 - ``SymTCTrainerDS``: U-Net plans: ``SymTCTrainer`` with two auxiliary heads and deep supervision at
   SymTC's ×4 steps (SymTC plans always have them).
 - Budgets: ``SymTCTrainer_{250,100,50}epochs``, ``SymTCTrainer_paper_250epochs``. ``*_tiny`` are CI
@@ -125,6 +126,17 @@ class SymTCTrainerDS(SymTCTrainer):
     symtc_deep_supervision_heads = True
 
 
+class SymTCTrainer_lr1en3(SymTCTrainer):
+    """``SymTCTrainer`` at a peak learning rate of 1e-3 instead of 3e-4: for narrow SymTC plans
+    (E ≤ 128) and budgets of a few hundred iterations, such as the CPU demo's, where 3e-4 leaves
+    most structures unlearnt (measured: ``nnunetv2_symtc.demo``)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-3
+
+
 def _tiny_width(trainer: type) -> type:
     """Give a CI variant the tiny SymTC width for U-Net plans (same blocks; nnU-Net paths run in seconds on a CPU)."""
     trainer.symtc_width = "tiny"
@@ -141,6 +153,7 @@ SymTCTrainer_small_tiny = _tiny_width(budget_variant(SymTCTrainer_small, "tiny",
 SymTCTrainerDS_tiny = _tiny_width(budget_variant(SymTCTrainerDS, "tiny", **TINY))
 
 SYMTC_TRAINERS = ("SymTCTrainer", "SymTCTrainer_small", "SymTCTrainer_paper", "SymTCTrainerDS",
+                  "SymTCTrainer_lr1en3",
                   "SymTCTrainer_250epochs", "SymTCTrainer_100epochs", "SymTCTrainer_50epochs",
                   "SymTCTrainer_paper_250epochs", "SymTCTrainer_tiny", "SymTCTrainer_paper_tiny",
                   "SymTCTrainer_small_tiny", "SymTCTrainerDS_tiny")
