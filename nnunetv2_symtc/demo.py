@@ -1,20 +1,25 @@
 """``symtc demo``: the whole pipeline on the built-in phantom, on one command.
 
-1. generate phantom subjects (training and held-out test);
-2. convert them: SPINEPS format -> semantic (phase-1) dataset, phase-2 cutout dataset; SPIDER
-   format -> ``levels`` dataset (instance-as-class, SymTC style);
-3. plan and preprocess with nnU-Net;
-4. train with small budgets: ``SymTCTrainer_small`` and ``nnUNetTrainerSizeAdaptiveCE`` in 2D on
-   the levels dataset; phase 1 (``nnUNetTrainerSizeAdaptiveCE``) and phase 2
-   (``SpinepsInstanceTrainer``) in 3D;
-5. predict two-phase on the held-out scans;
-6. ensemble the two 2D models on the held-out levels images;
-7. evaluate everything;
-8. print a results table and write ``summary.json``.
+1. generate phantom subjects: training subjects and held-out test subjects (other seeds);
+2. convert them (SPINEPS format) to a semantic (phase-1) dataset and a phase-2 cutout dataset;
+3. plan and preprocess with nnU-Net, then write the budget's plans: a U-Net plan and a SymTC plan
+   (``plan_symtc``) for the 2D sagittal phase 1 (both on the same preprocessed data);
+4. train through nnU-Net: phase 1 as a U-Net with the size-adaptive CE
+   (``nnUNetTrainerSizeAdaptiveCE``) and as SymTC (``SymTCTrainer`` on the SymTC plans); phase 2
+   (``SpinepsInstanceTrainer``, 3D cutouts);
+5. predict two-phase on the held-out scans three times: phase 1 by the U-Net, by SymTC, and by the
+   ensemble of both (probabilities averaged), phase 2 each time;
+6. evaluate (union Dice of whole vertebrae, discs and canal; vertebra PQ; level accuracy);
+7. print the table and write ``summary.json`` and ``report.html``.
 
 Everything (nnU-Net folders included) goes below the output folder, so the demo never touches a
 user's own nnU-Net datasets. Trainers run in this process with the budget set on the instance:
-result folders carry the real trainer names, so the models load like any other.
+result folders carry the real trainer and plans names, so the models load like any other
+(``symtc predict --semantic-model <folder>``).
+
+Honesty rules of the budgets: test subjects come from seeds no training or tuning run used
+(``TEST_SEED_OFFSET``); the CPU budget's choices (plans, widths, iterations) were made on
+validation subjects (``VALIDATION_SEED_OFFSET``), never on the test subjects.
 """
 from __future__ import annotations
 
@@ -23,28 +28,39 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from nnunetv2_symtc.devices import resolve_device
 from nnunetv2_symtc.phantom import PhantomConfig
 
-SEMANTIC_ID, LEVELS_ID, INSTANCE_ID = 971, 972, 973
-SEMANTIC_TRAINER = "nnUNetTrainerSizeAdaptiveCE"
-LEVEL_TRAINERS = ("SymTCTrainer_small", "nnUNetTrainerSizeAdaptiveCE")
-INSTANCE_TRAINER = "SpinepsInstanceTrainer"
-PLANS = "nnUNetPlans"
-SPIDER_LEVELS_IN_VIEW = 6
-"""The phantom shows T12 (SPIDER level 6) to L5 (level 1): the levels dataset gets 6 vertebra and disc classes."""
+SEMANTIC_ID, INSTANCE_ID = 971, 973
+UNET_TRAINER, SYMTC_TRAINER, INSTANCE_TRAINER = "nnUNetTrainerSizeAdaptiveCE", "SymTCTrainer_lr1en3", "SpinepsInstanceTrainer"
+UNET_PLANS, SYMTC_PLANS, INSTANCE_PLANS = "nnUNetPlans_demo", "nnUNetPlans_SymTC_demo", "nnUNetPlans_demo"
+TEST_SEED_OFFSET = 100_000
+"""Test subject ``i`` is drawn with seed ``seed + TEST_SEED_OFFSET + i``: never trained or tuned on."""
+VALIDATION_SEED_OFFSET = 50_000
+"""Seeds of the validation subjects the budgets are tuned on (``symtc demo --held-out validation``)."""
+HELD_OUT_SEED_OFFSETS = {"test": TEST_SEED_OFFSET, "validation": VALIDATION_SEED_OFFSET}
+ROLES = ("unet", "symtc", "phase2")
+"""The demo's models: phase-1 U-Net, phase-1 SymTC, phase-2 instance model."""
+PHASE1_VARIANTS = {"U-Net (size-adaptive CE)": ("unet",), "SymTC": ("symtc",), "ensemble U-Net + SymTC": ("unet", "symtc")}
+"""Two-phase prediction runs: name -> the phase-1 models averaged."""
 
 
 @dataclass(frozen=True)
 class DemoBudget:
-    """Data size and training budget of one demo run.
+    """Data size, plans and training budget of one demo run.
 
-    ``training`` maps each model's role (``symtc_2d``, ``size_adaptive_2d``, ``phase1``, ``phase2``)
-    to (epochs, training iterations per epoch); validation runs a fifth as many iterations.
+    ``training`` maps each role of ``ROLES`` to (epochs, training iterations per epoch); validation
+    runs ``max(1, iterations // 10)`` iterations per epoch. ``unet_features`` replaces the phase-1
+    U-Net plan's features per stage (None: nnU-Net's), ``symtc_width`` is a ``plan_symtc`` width
+    (preset name or keyword dict), ``symtc_batch_size`` its batch (None: fitted to
+    ``gpu_memory_gib``). Phase 2 runs in ``phase2_configuration`` (``2d``: sagittal slices of the
+    cutouts, which the thick phantom slices make nearly as informative as 3D at a fraction of the
+    cost) with batch ``phase2_batch_size`` (None: nnU-Net's).
+    ``seconds_per_iteration`` (per role, on the device the budget is meant for) gives the start-up
+    estimate of the run time; ``fixed_seconds`` covers everything but training.
     """
 
     name: str
@@ -54,22 +70,43 @@ class DemoBudget:
     cutout_size_mm_zyx: Tuple[float, float, float]
     cutout_spacing_zyx: Tuple[float, float, float]
     training: Dict[str, Tuple[int, int]]
-    symtc_trainer: str = "SymTCTrainer_small"
+    unet_features: Optional[Tuple[int, ...]]
+    symtc_width: Union[str, dict]
+    symtc_batch_size: Optional[int]
+    phase2_configuration: str
+    phase2_batch_size: Optional[int]
+    seconds_per_iteration: Dict[str, float]
+    fixed_seconds: float
+    gpu_memory_gib: float = 10.0
+
+    def expected_seconds(self) -> float:
+        """Start-up estimate of the whole run (training iterations × measured cost + the rest)."""
+        training = sum(epochs * (iterations + max(1, iterations // 10)) * self.seconds_per_iteration[role]
+                       for role, (epochs, iterations) in self.training.items())
+        return self.fixed_seconds + training
 
 
-_ROLES = ("symtc_2d", "size_adaptive_2d", "phase1", "phase2")
+CPU_SYMTC_WIDTH = dict(embed_dim=64, num_heads=4, channels=(16, 32, 64), num_layers=(1, 1, 1, 1))
+"""SymTC at a width a 2-core CPU trains in minutes (same blocks as the paper's; ~2M parameters)."""
+
 BUDGETS: Dict[str, DemoBudget] = {
     # A wiring check in a few minutes; the models are not expected to learn anything.
     "tiny": DemoBudget("tiny", 5, 1, PhantomConfig.tiny(), (60.0, 120.0, 120.0), (4.0, 3.0, 3.0),
-                       dict.fromkeys(_ROLES, (1, 2))),
-    # The default on a CPU, < 15 min on 2 cores. Iterations were sized from measured CPU costs per
-    # iteration (SymTC_small 2D ~2.2 s, U-Net 2D ~0.6 s, 3D semantic ~3.5 s, phase 2 ~1 s).
-    "cpu": DemoBudget("cpu", 10, 2, PhantomConfig.tiny(spacing_zyx=(4.0, 2.0, 2.0)), (60.0, 120.0, 120.0),
-                      (4.0, 2.0, 2.0),
-                      {"symtc_2d": (3, 25), "size_adaptive_2d": (6, 25), "phase1": (5, 10), "phase2": (5, 20)}),
-    # Realistic resolution and budgets for a GPU, with the paper-width SymTC.
+                       dict.fromkeys(ROLES, (1, 2)), unet_features=None, symtc_width="tiny",
+                       symtc_batch_size=2, phase2_configuration="2d", phase2_batch_size=8,
+                       seconds_per_iteration=dict.fromkeys(ROLES, 1.0), fixed_seconds=120),
+    # The default on a CPU, <= 15 min on 2 cores (choices made on validation subjects).
+    "cpu": DemoBudget("cpu", 16, 4, PhantomConfig.tiny(spacing_zyx=(4.0, 2.0, 2.0)), (60.0, 120.0, 120.0),
+                      (4.0, 2.0, 2.0), {"unet": (10, 50), "symtc": (10, 30), "phase2": (10, 30)},
+                      unet_features=(16, 32, 64, 128, 256), symtc_width=CPU_SYMTC_WIDTH, symtc_batch_size=8,
+                      phase2_configuration="2d", phase2_batch_size=16,
+                      seconds_per_iteration={"unet": 0.35, "symtc": 0.6, "phase2": 0.5}, fixed_seconds=150),
+    # Realistic resolution and budgets for a GPU, with the paper's SymTC_s width (estimated times).
     "full": DemoBudget("full", 40, 8, PhantomConfig(), (105.6, 228.0, 186.0), (3.3, 1.0, 1.0),
-                       dict.fromkeys(_ROLES, (100, 250)), symtc_trainer="SymTCTrainer_paper"),
+                       dict.fromkeys(ROLES, (100, 250)), unet_features=None, symtc_width="small",
+                       symtc_batch_size=None, phase2_configuration="3d_fullres", phase2_batch_size=None,
+                       seconds_per_iteration={"unet": 0.15, "symtc": 0.5, "phase2": 0.3},
+                       fixed_seconds=900, gpu_memory_gib=40.0),
 }
 
 
@@ -105,27 +142,29 @@ def _default_process_counts() -> None:
     os.environ.setdefault("nnUNet_n_proc_DA", cores)
 
 
-def _write_phantoms(root: Path, budget: DemoBudget, seed: int) -> Dict[str, List[str]]:
-    """Training and test subjects in SPINEPS (``spineps_train``/``spineps_test``) and SPIDER format
-    (``spider``; test subjects form the official ``validation`` subset)."""
-    from tqdm import tqdm
+def phantom_subjects(budget: DemoBudget, seed: int, offset: int, count: int) -> List[Tuple[str, object]]:
+    """``count`` subjects ``(subject id, PhantomSubject)`` drawn with seeds ``seed + offset + i``."""
+    from nnunetv2_symtc.phantom import generate_subject
 
-    from nnunetv2_symtc.phantom import generate_subject, write_spider, write_spineps
+    return [(f"{offset + i:06d}", generate_subject(seed + offset + i, budget.phantom)) for i in range(count)]
 
-    count = budget.train_subjects + budget.test_subjects
-    subjects = [generate_subject(seed + i, budget.phantom) for i in tqdm(range(count), desc="phantom subjects")]
-    train_ids, test_ids = list(range(budget.train_subjects)), list(range(budget.train_subjects, count))
-    write_spineps(root / "spineps_train", [(f"{i:03d}", subjects[i]) for i in train_ids])
-    write_spineps(root / "spineps_test", [(f"{i:03d}", subjects[i]) for i in test_ids])
-    write_spider(root / "spider", [(i + 1, subjects[i]) for i in train_ids + test_ids], sequences=("t2",),
-                 validation_pids=[i + 1 for i in test_ids])
-    return {"train": [f"{i:03d}" for i in train_ids], "test": [f"{i:03d}" for i in test_ids]}
+
+def _write_phantoms(root: Path, budget: DemoBudget, seed: int, held_out: str) -> Dict[str, List[str]]:
+    """Training (``spineps_train``) and held-out subjects (``spineps_test``: the ``held_out`` set of
+    ``HELD_OUT_SEED_OFFSETS``) in SPINEPS format."""
+    from nnunetv2_symtc.phantom import write_spineps
+
+    train = phantom_subjects(budget, seed, 0, budget.train_subjects)
+    test = phantom_subjects(budget, seed, HELD_OUT_SEED_OFFSETS[held_out], budget.test_subjects)
+    write_spineps(root / "spineps_train", train)
+    write_spineps(root / "spineps_test", test)
+    return {"train": [s for s, _ in train], "test": [s for s, _ in test]}
 
 
 def _split_test_scans(spineps_test: Path, images: Path, reference: Path) -> None:
     """Test images go to ``images/``; their masks to ``reference/`` under the names the two-phase
     prediction will write, so the evaluation pairs them by name."""
-    from nnunetv2_symtc.instance.pipeline import SUFFIXES
+    from nnunetv2_symtc.inference.inputs import SUFFIXES
 
     images.mkdir(parents=True, exist_ok=True)
     for sub in ("semantic", "instance"):
@@ -138,59 +177,63 @@ def _split_test_scans(spineps_test: Path, images: Path, reference: Path) -> None
         shutil.copy(image.with_name(f"{subject}_seg-vert_msk.nii.gz"), reference / "instance" / f"{case}{SUFFIXES['instance']}")
 
 
-def _plan_and_preprocess(dataset_id: int, configuration: str) -> None:
+def _plan_and_preprocess(dataset_id: int, configuration: str) -> Path:
+    """nnU-Net fingerprint, plans and preprocessing of one configuration; returns the preprocessed folder."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     processes = max(1, min(4, os.cpu_count() or 1))
     # The converters already validated every case (nnU-Net's integrity check is in their tests).
     extract_fingerprints([dataset_id], num_processes=processes, check_dataset_integrity=False, show_progress_bar=False)
     plan_experiments([dataset_id])
     preprocess([dataset_id], configurations=(configuration,), num_processes=(processes,), show_progress_bar=False)
+    return Path(os.environ["nnUNet_preprocessed"]) / maybe_convert_to_dataset_name(dataset_id)
 
 
-def _train(dataset_id: int, configuration: str, trainer_name: str, epochs: int, iterations: int, device: str) -> Path:
+def _write_phase1_plans(preprocessed: Path, budget: DemoBudget) -> Dict[str, dict]:
+    """The budget's U-Net plans (nnU-Net's 2d plan, optionally fewer features) and SymTC plans
+    (``plan_symtc``), both on nnU-Net's preprocessed 2d data; returns their 2d configurations."""
+    from nnunetv2_symtc.planning.symtc import plan_symtc
+    from nnunetv2_symtc.planning.unet import resize_unet_plans
+
+    unet = resize_unet_plans(preprocessed, "nnUNetPlans", UNET_PLANS, "2d", budget.unet_features)
+    symtc = plan_symtc(preprocessed, "nnUNetPlans", SYMTC_PLANS, budget.gpu_memory_gib, budget.symtc_width,
+                       configurations=["2d"], batch_size=budget.symtc_batch_size)
+    return {role: json.loads(path.read_text())["configurations"]["2d"] for role, path in (("unet", unet), ("symtc", symtc))}
+
+
+def _train(dataset_id: int, configuration: str, trainer_name: str, plans: str, epochs: int, iterations: int,
+           device: str) -> Path:
     """Train on every case (nnU-Net fold ``all``) for ``epochs`` x ``iterations``; returns the model
     folder. The training log is nnU-Net's own (``training_log_*.txt`` in the fold folder)."""
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
 
-    trainer = get_trainer_from_args(str(dataset_id), configuration, "all", trainer_name, PLANS,
+    trainer = get_trainer_from_args(str(dataset_id), configuration, "all", trainer_name, plans,
                                     device=torch.device(device))
     trainer.num_epochs = epochs
     trainer.num_iterations_per_epoch = iterations
-    trainer.num_val_iterations_per_epoch = max(1, iterations // 5)
+    trainer.num_val_iterations_per_epoch = max(1, iterations // 10)
     trainer.run_training()
     return Path(trainer.output_folder).parent
 
 
-def headline(summary: dict, kind: str) -> Dict[str, float]:
-    """Mean Dice over vertebra and over disc structures of one evaluation summary, HD95, and PQ if present.
+def _subregion_means(summary: dict) -> Dict[str, float]:
+    """Mean per-label Dice over the vertebra subregions (41–50 and the sacrum) of a semantic evaluation."""
+    from nnunetv2_symtc.evaluation.headline import WHOLE_VERTEBRA_VALUES
 
-    ``kind`` says how structures group: ``semantic`` (SPINEPS subregions 41-49 and the sacrum are
-    vertebra, 100 is disc), ``instance`` (values below 100 vertebrae, 100+X discs) or ``levels``
-    (nnU-Net classes named ``vertebra_k`` / ``disc_k``).
-    """
-    from nnunetv2_symtc.labels import DISC, SACRUM, SPINEPS_DISC_OFFSET, SPINEPS_ENDPLATE_OFFSET, VERTEBRA_SUBREGIONS
+    values = [m["Dice"] for key, m in summary["mean"].items()
+              if int(key) in WHOLE_VERTEBRA_VALUES and m["Dice"] == m["Dice"]]
+    return {"Dice subregions": sum(values) / len(values) if values else float("nan")}
 
-    def group(key: str) -> Optional[str]:
-        if kind == "levels":
-            name = summary["structure_names"].get(key, key)
-            return "vertebrae" if name.startswith("vertebra_") else "discs" if name.startswith("disc_") else None
-        value = int(key)
-        if kind == "semantic":
-            return "vertebrae" if value in VERTEBRA_SUBREGIONS + (SACRUM,) else "discs" if value == DISC else None
-        return "vertebrae" if value < SPINEPS_DISC_OFFSET else "discs" if value < SPINEPS_ENDPLATE_OFFSET else None
 
-    dice: Dict[str, List[float]] = {"vertebrae": [], "discs": []}
-    for key, metrics in summary["mean"].items():
-        g = group(key)
-        if g and metrics["Dice"] == metrics["Dice"]:  # NaN: absent from reference and prediction
-            dice[g].append(metrics["Dice"])
-    row = {f"Dice {g}": (sum(v) / len(v) if v else float("nan")) for g, v in dice.items()}
-    row["HD95 mm"] = summary["foreground_mean"]["HD95"]
-    if "instances_mean" in summary:
-        row["PQ"] = summary["instances_mean"]["pq"]
-    return row
+def _per_level_dice(summary: dict) -> Dict[str, float]:
+    """Per-level Dice (vertebrae, discs, endplates by name) of an instance evaluation, for the
+    structures present in the reference."""
+    from nnunetv2_symtc.labels import instance_value_name
+
+    return {instance_value_name(int(key)): m["Dice"] for key, m in sorted(summary["mean"].items(), key=lambda kv: int(kv[0]))
+            if m["n_ref"] > 0}
 
 
 def _collect(folder: Path, suffix: str, target: Path) -> Path:
@@ -201,107 +244,145 @@ def _collect(folder: Path, suffix: str, target: Path) -> Path:
     return target
 
 
-def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed: int = 0) -> dict:
-    """Run the whole demo into ``output``; returns the summary also written to ``output/summary.json``."""
-    from nnunetv2_symtc.dataset_conversion.spider import convert_spider
-    from nnunetv2_symtc.dataset_conversion.spineps import convert_spineps
-    from nnunetv2_symtc.evaluation.ensemble import run_ensemble
-    from nnunetv2_symtc.evaluation.report import EvaluationOptions, LabelSetup, evaluate_folders, nnunet_label_setup
-    from nnunetv2_symtc.instance.cutouts import CutoutSpec
+def _variant_folder(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+
+
+def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed: int = 0,
+             held_out: str = "test") -> dict:
+    """Run the whole demo into ``output``; returns the summary also written to ``output/summary.json``.
+
+    ``held_out`` chooses the subjects it predicts and scores: ``test`` (the default) or
+    ``validation``, the set on which budgets are tuned (choices are never made on ``test``).
+    """
     from nnunetv2_symtc.dataset_conversion.phase2_cutouts import build_instance_dataset
-    from nnunetv2_symtc.instance.pipeline import SUFFIXES, PredictionSettings, TwoPhasePredictor, predict_folder
+    from nnunetv2_symtc.dataset_conversion.spineps import convert_spineps
+    from nnunetv2_symtc.devices import resolve_device
+    from nnunetv2_symtc.evaluation.headline import score_folders
+    from nnunetv2_symtc.evaluation.html_report import write_demo_report
+    from nnunetv2_symtc.evaluation.report import EvaluationOptions, LabelSetup, evaluate_folders
+    from nnunetv2_symtc.inference.inputs import SUFFIXES
+    from nnunetv2_symtc.inference.two_phase import PredictionSettings, TwoPhasePredictor, predict_folder
+    from nnunetv2_symtc.instance.cutouts import CutoutSpec
+    from nnunetv2_symtc.planning.unet import resize_unet_plans
 
     device = resolve_device(device)
     if budget_name == "auto":
         budget_name = "full" if device == "cuda" else "cpu"
+    if held_out not in HELD_OUT_SEED_OFFSETS:
+        raise ValueError(f"unknown held-out set {held_out!r}; choose from {sorted(HELD_OUT_SEED_OFFSETS)}")
     if budget_name not in BUDGETS:
         raise ValueError(f"unknown budget {budget_name!r}; choose from {sorted(BUDGETS)} or 'auto'")
     budget = BUDGETS[budget_name]
-    level_trainers = (budget.symtc_trainer, LEVEL_TRAINERS[1])
     output = Path(output).resolve()
     if output.exists() and any(output.iterdir()):
         raise OSError(f"{output}: output folder exists and is not empty; choose another -o or remove it")
     use_nnunet_folders(output / "nnunet")
     _default_process_counts()
-    print(f"symtc demo: budget {budget.name!r} on {device}; everything goes to {output}")
-    log = StageLog(total=8)
+    print(f"symtc demo: budget {budget.name!r} on {device}; expected duration about "
+          f"{budget.expected_seconds() / 60:.0f} min (measured on 2 CPU cores for 'cpu'; an estimate for "
+          f"'full' on one GPU); everything goes to {output}", flush=True)
+    log = StageLog(total=7)
     models: Dict[str, Path] = {}
-    results: Dict[str, dict] = {}
 
     with log.stage("Generate phantom subjects"):
-        subjects = _write_phantoms(output / "sources", budget, seed)
+        subjects = _write_phantoms(output / "sources", budget, seed, held_out)
         _split_test_scans(output / "sources" / "spineps_test", output / "test_images", output / "reference")
+        print(f"{len(subjects['train'])} training subjects, {len(subjects['test'])} held-out {held_out} subjects")
 
     with log.stage("Convert to nnU-Net datasets"):
         semantic_ds = convert_spineps(output / "sources" / "spineps_train", SEMANTIC_ID, "DemoSemantic")
-        levels_ds = convert_spider(output / "sources" / "spider", LEVELS_ID, "DemoLevels", labels="levels",
-                                   max_level=SPIDER_LEVELS_IN_VIEW)
         cutout = CutoutSpec(budget.cutout_size_mm_zyx, budget.cutout_spacing_zyx)
         build_instance_dataset(output / "sources" / "spineps_train", INSTANCE_ID, "DemoInstances",
                                scheme="spineps", cutout=cutout)
-        print(f"semantic: {semantic_ds.name}, levels: {levels_ds.name}, phase 2: cutouts of {cutout.shape} voxels")
+        print(f"phase 1: {semantic_ds.name}; phase 2: cutouts of {cutout.shape} voxels")
 
-    with log.stage("Plan and preprocess (nnU-Net)"):
-        for dataset_id, configuration in ((SEMANTIC_ID, "3d_fullres"), (LEVELS_ID, "2d"), (INSTANCE_ID, "3d_fullres")):
-            _plan_and_preprocess(dataset_id, configuration)
+    with log.stage("Plan and preprocess (nnU-Net), write the U-Net and SymTC plans"):
+        phase1_plans = _write_phase1_plans(_plan_and_preprocess(SEMANTIC_ID, "2d"), budget)
+        resize_unet_plans(_plan_and_preprocess(INSTANCE_ID, budget.phase2_configuration), "nnUNetPlans", INSTANCE_PLANS,
+                          budget.phase2_configuration, batch_size=budget.phase2_batch_size)
+        for role, configuration in phase1_plans.items():
+            kwargs = configuration["architecture"]["arch_kwargs"]
+            print(f"{role}: {configuration['architecture']['network_class_name'].rsplit('.', 1)[-1]}, patch "
+                  f"{configuration['patch_size']}, batch {configuration['batch_size']}, "
+                  f"features {kwargs.get('features_per_stage') or kwargs.get('channels')}")
 
     with log.stage("Train"):
-        jobs = [(f"levels 2d {level_trainers[0]}", LEVELS_ID, "2d", level_trainers[0], "symtc_2d"),
-                (f"levels 2d {level_trainers[1]}", LEVELS_ID, "2d", level_trainers[1], "size_adaptive_2d"),
-                ("phase 1 semantic 3d", SEMANTIC_ID, "3d_fullres", SEMANTIC_TRAINER, "phase1"),
-                ("phase 2 instance 3d", INSTANCE_ID, "3d_fullres", INSTANCE_TRAINER, "phase2")]
-        for title, dataset_id, configuration, trainer, role in jobs:
+        jobs = {"unet": ("phase 1 U-Net 2d", SEMANTIC_ID, "2d", UNET_TRAINER, UNET_PLANS),
+                "symtc": ("phase 1 SymTC 2d", SEMANTIC_ID, "2d", SYMTC_TRAINER, SYMTC_PLANS),
+                "phase2": (f"phase 2 instance {budget.phase2_configuration}", INSTANCE_ID,
+                           budget.phase2_configuration, INSTANCE_TRAINER, INSTANCE_PLANS)}
+        for role, (title, dataset_id, configuration, trainer, plans) in jobs.items():
             epochs, iterations = budget.training[role]
             start = time.perf_counter()
-            print(f"\n-- training {title} ({epochs} epochs x {iterations} iterations)", flush=True)
-            models[title] = _train(dataset_id, configuration, trainer, epochs, iterations, device)
-            print(f"-- {title}: {time.perf_counter() - start:.0f} s -> {models[title]}", flush=True)
+            print(f"\n-- training {title}: {trainer} with {plans} ({epochs} epochs x {iterations} iterations)", flush=True)
+            models[role] = _train(dataset_id, configuration, trainer, plans, epochs, iterations, device)
+            print(f"-- {title}: {time.perf_counter() - start:.0f} s -> {models[role]}", flush=True)
 
     settings = PredictionSettings(folds=("all",), device=device)
     with log.stage("Two-phase prediction on held-out scans"):
-        predictor = TwoPhasePredictor([models["phase 1 semantic 3d"]], models["phase 2 instance 3d"], settings)
-        predict_folder(predictor, output / "test_images", output / "two_phase")
+        for name, roles in PHASE1_VARIANTS.items():
+            print(f"-- phase 1 by {name}", flush=True)
+            predictor = TwoPhasePredictor([models[r] for r in roles], models["phase2"], settings)
+            predict_folder(predictor, output / "test_images", output / "two_phase" / _variant_folder(name))
 
-    with log.stage("Ensemble the 2D level models"):
-        level_models = [models[f"levels 2d {t}"] for t in level_trainers]
-        ensemble = run_ensemble(level_models, levels_ds / "imagesTs", output / "levels", folds=("all",), device=device)
-        level_predictions = {t: ensemble["members"] / m.name for t, m in zip(level_trainers, level_models)}
-        level_predictions["ensemble"] = ensemble["ensemble"]
-
+    rows: Dict[str, Dict[str, float]] = {}
+    per_case: Dict[str, List[dict]] = {}
+    per_level: Dict[str, Dict[str, float]] = {}
+    evaluations: Dict[str, str] = {}
     with log.stage("Evaluate"):
         spineps = EvaluationOptions(labels=LabelSetup(scheme="spineps"))
-        for kind, options in (("semantic", spineps), ("instance", replace(spineps, instances=True))):
-            predictions = _collect(output / "two_phase", SUFFIXES[kind], output / "evaluation" / f"{kind}_predictions")
-            results[f"two-phase {kind}"] = (kind, evaluate_folders(
-                output / "reference" / kind, predictions, output / "evaluation" / f"two_phase_{kind}", options))
-        levels_options = EvaluationOptions(labels=nnunet_label_setup(str(LEVELS_ID)))
-        for name, predictions in level_predictions.items():
-            results[f"levels 2d {name}"] = ("levels", evaluate_folders(
-                levels_ds / "labelsTs", predictions, output / "evaluation" / f"levels_{name}", levels_options))
+        for name in PHASE1_VARIANTS:
+            variant = _variant_folder(name)
+            links = {kind: _collect(output / "two_phase" / variant, SUFFIXES[kind],
+                                    output / "evaluation" / variant / f"{kind}_predictions") for kind in SUFFIXES
+                     if kind in ("semantic", "instance")}
+            scores, per_case[name] = score_folders(output / "reference" / "semantic", links["semantic"],
+                                                   output / "reference" / "instance", links["instance"])
+            semantic = evaluate_folders(output / "reference" / "semantic", links["semantic"],
+                                        output / "evaluation" / variant / "semantic", spineps)
+            instance = evaluate_folders(output / "reference" / "instance", links["instance"],
+                                        output / "evaluation" / variant / "instance", spineps)
+            rows[name] = {**scores, **_subregion_means(semantic)}
+            per_level[name] = _per_level_dice(instance)
+            evaluations[name] = str(output / "evaluation" / variant)
 
     with log.stage("Results"):
-        rows = {name: headline(summary, kind) for name, (kind, summary) in results.items()}
-        print(format_headline(rows))
+        table = format_headline(rows)
+        print(table)
         plots = output / "plots"
         plots.mkdir()
-        for title, model in models.items():
-            shutil.copy(model / "fold_all" / "progress.png", plots / f"training_{title.replace(' ', '_')}.png")
-        summary = {"budget": budget.name, "device": device, "subjects": subjects, "stage_seconds": log.timings,
-                   "models": {k: str(v) for k, v in models.items()}, "headline": rows,
-                   "evaluations": {name: str(output / "evaluation") for name in results}}
+        curves = {}
+        for role, model in models.items():
+            curves[role] = plots / f"training_{role}.png"
+            shutil.copy(model / "fold_all" / "progress.png", curves[role])
+        summary = {"budget": budget.name, "device": device, "seed": seed, "held_out": held_out, "subjects": subjects,
+                   "stage_seconds": log.timings, "total_seconds": round(sum(log.timings.values()), 1),
+                   "plans": {r: {"patch_size": c["patch_size"], "batch_size": c["batch_size"],
+                                 "architecture": c["architecture"]} for r, c in phase1_plans.items()},
+                   "training": {r: list(budget.training[r]) for r in ROLES},
+                   "models": {k: str(v) for k, v in models.items()}, "headline": rows, "per_case": per_case,
+                   "per_level_dice": per_level, "evaluations": evaluations}
         with open(output / "summary.json", "w") as f:
             json.dump(summary, f, indent=2)
-        print(f"\nper-structure tables: {output / 'evaluation'}/*/summary.json and *.csv; masks, centroids and "
-              f"snapshots: {output / 'two_phase'}; training curves: {plots}; this table: {output / 'summary.json'}")
+        report = write_demo_report(output / "report.html", summary, output / "two_phase",
+                                   output / "reference" / "instance", output / "test_images", curves)
+        print(f"\nreport: {report}; per-structure tables: {output / 'evaluation'}/*/*/summary.json and *.csv; "
+              f"masks, centroids and snapshots: {output / 'two_phase'}; training curves: {plots}; "
+              f"this table: {output / 'summary.json'}")
     return summary
 
 
+HEADLINE_COLUMNS = ("Dice vertebrae", "Dice discs", "Dice canal", "Dice subregions", "PQ", "level accuracy")
+"""The table's columns: union Dice of whole vertebrae / discs / canal, the mean per-subregion Dice,
+vertebra PQ and level accuracy (see ``nnunetv2_symtc.evaluation.headline``)."""
+
+
 def format_headline(rows: Dict[str, Dict[str, float]]) -> str:
-    """The demo's results table: one row per evaluated model, the headline metrics as columns."""
-    columns = sorted({c for row in rows.values() for c in row}, key=["Dice vertebrae", "Dice discs", "HD95 mm", "PQ"].index)
-    header = "model (held-out phantom scans)"
+    """The demo's results table: one row per two-phase run, ``HEADLINE_COLUMNS`` as columns."""
+    header = "two-phase, phase 1 by (held-out scans)"
     width = max([len(header)] + [len(n) for n in rows])
-    lines = [f"{header:<{width}}  " + "  ".join(f"{c:>14}" for c in columns)]
+    lines = [f"{header:<{width}}  " + "  ".join(f"{c:>15}" for c in HEADLINE_COLUMNS)]
     for name, row in rows.items():
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{row.get(c, float('nan')):>14.3f}" for c in columns))
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{row.get(c, float('nan')):>15.3f}" for c in HEADLINE_COLUMNS))
     return "\n".join(lines)

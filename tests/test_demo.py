@@ -5,7 +5,7 @@ import math
 import pytest
 
 from nnunetv2_symtc.cli import main
-from nnunetv2_symtc.demo import BUDGETS, format_headline, headline
+from nnunetv2_symtc.demo import BUDGETS, HEADLINE_COLUMNS, PHASE1_VARIANTS, ROLES, format_headline
 
 
 @pytest.mark.slow
@@ -18,23 +18,37 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, monkeypatch):
     summary = json.loads((output / "summary.json").read_text())
     assert summary["budget"] == "tiny" and summary["device"] == "cpu"
     stages = list(summary["stage_seconds"])  # every stage before the results stage, which writes the file
-    assert len(stages) == 7 and stages[0] == "Generate phantom subjects" and stages[-1] == "Evaluate"
+    assert len(stages) == 6 and stages[0] == "Generate phantom subjects" and stages[-1] == "Evaluate"
     budget = BUDGETS["tiny"]
     assert len(summary["subjects"]["train"]) == budget.train_subjects
-    assert set(summary["headline"]) == {"two-phase semantic", "two-phase instance", "levels 2d SymTCTrainer_small",
-                                        "levels 2d nnUNetTrainerSizeAdaptiveCE", "levels 2d ensemble"}
-    assert "PQ" in summary["headline"]["two-phase instance"]
+    assert not set(summary["subjects"]["train"]) & set(summary["subjects"]["test"])
+    assert set(summary["headline"]) == set(PHASE1_VARIANTS)
     for row in summary["headline"].values():
-        assert all(0.0 <= v <= 1.0 for k, v in row.items() if k.startswith("Dice") and not math.isnan(v))
+        assert set(HEADLINE_COLUMNS) <= set(row)
+        assert all(0.0 <= row[c] <= 1.0 for c in HEADLINE_COLUMNS if not math.isnan(row[c]))
+    # SymTC came from its plans: the plans name the network, the trainer does not
+    assert summary["plans"]["symtc"]["architecture"]["network_class_name"].endswith(".SymTC")
+    assert set(summary["models"]) == set(ROLES)
 
-    for case in summary["subjects"]["test"]:
-        stem = f"sub-{case}_T2w"
-        for suffix in ("_seg-spine_msk.nii.gz", "_seg-vert_msk.nii.gz", "_seg-spine_ctd.json", "_seg-spine_snp.png",
-                       "_metadata.json"):
-            assert (output / "two_phase" / f"{stem}{suffix}").is_file(), f"{stem}{suffix} missing"
-    assert len(list((output / "plots").glob("training_*.png"))) == 4
-    assert (output / "evaluation" / "two_phase_instance" / "summary.json").is_file()
-    assert (output / "levels" / "ensemble").is_dir()
+    variants = sorted(p.name for p in (output / "two_phase").iterdir())
+    assert len(variants) == len(PHASE1_VARIANTS)
+    for variant in variants:
+        for case in summary["subjects"]["test"]:
+            stem = f"sub-{case}_T2w"
+            for suffix in ("_seg-spine_msk.nii.gz", "_seg-vert_msk.nii.gz", "_seg-spine_ctd.json",
+                           "_seg-spine_snp.png", "_metadata.json"):
+                assert (output / "two_phase" / variant / f"{stem}{suffix}").is_file(), f"{variant}/{stem}{suffix}"
+    assert len(list((output / "plots").glob("training_*.png"))) == len(ROLES)
+    evaluations = list(summary["evaluations"].values())
+    assert len(set(evaluations)) == len(evaluations)  # each run points at its own folder
+    for folder in evaluations:
+        assert (output / "evaluation").resolve() in (output / folder).resolve().parents
+        assert (output / folder / "instance" / "summary.json").is_file()
+
+    page = (output / "report.html").read_text()
+    # self-contained: every picture inlined (reference + runs per test case, one curve per model)
+    assert page.count("src=\"data:image/png;base64,") == len(summary["subjects"]["test"]) * (1 + len(variants)) + len(ROLES)
+    assert "http://" not in page and "https://" not in page
 
 
 def test_demo_refuses_a_non_empty_output_folder(tmp_path, capsys):
@@ -44,18 +58,14 @@ def test_demo_refuses_a_non_empty_output_folder(tmp_path, capsys):
     assert (tmp_path / "keep.txt").read_text() == "user data"
 
 
-def test_headline_groups_structures_by_kind():
-    summary = {"mean": {"41": {"Dice": 0.5}, "49": {"Dice": 0.7}, "100": {"Dice": 0.9}, "61": {"Dice": 0.1},
-                        "26": {"Dice": float("nan")}},
-               "structure_names": {}, "foreground_mean": {"HD95": 3.0}}
-    row = headline(summary, "semantic")
-    assert row["Dice vertebrae"] == pytest.approx(0.6) and row["Dice discs"] == pytest.approx(0.9)
-    instances = {"mean": {"20": {"Dice": 0.8}, "120": {"Dice": 0.4}, "220": {"Dice": 0.0}},
-                 "structure_names": {}, "foreground_mean": {"HD95": 1.0}, "instances_mean": {"pq": 0.25}}
-    row = headline(instances, "instance")
-    assert (row["Dice vertebrae"], row["Dice discs"], row["PQ"]) == (0.8, 0.4, 0.25)
-    levels = {"mean": {"1": {"Dice": 0.2}, "7": {"Dice": 0.6}, "13": {"Dice": 1.0}},
-              "structure_names": {"1": "vertebra_1", "7": "disc_1", "13": "canal"}, "foreground_mean": {"HD95": 2.0}}
-    assert headline(levels, "levels")["Dice discs"] == 0.6
-    table = format_headline({"a": row})
-    assert "Dice vertebrae" in table.splitlines()[0] and "PQ" in table.splitlines()[0]
+def test_headline_table_has_one_column_per_headline_metric():
+    table = format_headline({"U-Net": {"Dice vertebrae": 0.91, "PQ": 0.5}})
+    header, row = table.splitlines()
+    assert all(column in header for column in HEADLINE_COLUMNS)
+    assert "0.910" in row and "0.500" in row and "nan" in row
+
+
+def test_budgets_estimate_their_duration():
+    cpu = BUDGETS["cpu"]
+    assert 5 * 60 < cpu.expected_seconds() <= 15 * 60  # the CPU demo promises <= 15 min on 2 cores
+    assert BUDGETS["full"].expected_seconds() > cpu.expected_seconds()

@@ -17,11 +17,14 @@ def register(subparsers) -> None:
                         help="auto: 'full' on a GPU, 'cpu' otherwise; 'tiny' only checks the wiring")
     add_device_flag(parser)
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
+    parser.add_argument("--held-out", choices=("test", "validation"), default="test",
+                        help="subjects to predict and score: the test subjects, or the validation subjects that "
+                             "budgets are tuned on (never tune on test)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from nnunetv2_symtc.demo import run_demo
 
-    run_demo(args.output, args.budget, selected_device(args), args.seed)
+    run_demo(args.output, args.budget, selected_device(args), args.seed, args.held_out)
     return 0
