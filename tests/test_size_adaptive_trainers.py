@@ -13,7 +13,8 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from nnunetv2_symtc.losses import DiceAndSizeAdaptiveCELoss, SizeAdaptiveCELoss
-from nnunetv2_symtc.networks import MSFFUNet
+from nnunetv2_symtc.networks import MSFFUNet, PlannedMSFFUNet
+from nnunetv2_symtc.planning import plan_msff
 
 CPU = torch.device("cpu")
 RESENC_PLANS = "nnUNetResEncUNetMPlans"
@@ -62,6 +63,14 @@ def test_trainer_resolves_builds_and_trains_one_step(trainer_name, tiny_dataset_
     for name in (trainer_name, "SymTCTrainerSizeAdaptiveCE", "MSFFUNetTrainerSizeAdaptiveCE",
                  "nnUNetTrainerSizeAdaptiveCE_tiny", "MSFFUNetTrainer_tiny"):
         assert recursive_find_trainer_class_by_name(name).__name__ == name
+
+
+@pytest.mark.parametrize("trainer_name", ["nnUNetTrainerSizeAdaptiveCE", "MSFFUNetTrainer"])
+def test_msff_plans_name_the_network_for_any_trainer(trainer_name, tiny_dataset_2d):
+    """``symtc plan-msff``: the plans name ``PlannedMSFFUNet``; a trainer without MSFF code builds it."""
+    plan_msff(tiny_dataset_2d.preprocessed, target_plans="nnUNetPlans_MSFF", configurations=["2d"])
+    trainer = one_training_step(trainer_name, tiny_dataset_2d, "nnUNetPlans_MSFF")
+    assert isinstance(trainer.network, PlannedMSFFUNet) and trainer.network.decoder.deep_supervision
 
 
 @pytest.mark.slow

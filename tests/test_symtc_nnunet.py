@@ -1,14 +1,18 @@
 """SymTC through nnU-Net's own code paths, on the shared tiny phantom dataset (CPU).
 
-Full path set for ``SymTCTrainer`` in 2D and 3D (through the ``_tiny`` CI variant): SymTC plans,
-train, ``--c`` continue, ``--val --npz``, prediction (nnUNetPredictor from the results folder, as
-``nnUNetv2_predict``), ``find_best_configuration`` and ``-pretrained_weights``; all through the
-functions nnU-Net's commands call, in-process to save interpreter start-ups. Every other variant: resolved by name through nnU-Net's lookup, built,
-one training step. Fine-tuning from an imported reference checkpoint on a dataset whose class
-count is not 12.
+Plans own the network: with tiny-width SymTC plans (``symtc plan-symtc --width tiny``), nnU-Net's
+own ``nnUNetTrainer_1epoch`` (no plugin code) runs the full path through nnU-Net's console
+scripts in 2D and 3D: ``nnUNetv2_train --npz``, ``nnUNetv2_predict``,
+``nnUNetv2_find_best_configuration``. Every SymTC trainer variant, ``nnUNetTrainerSizeAdaptiveCE``
+and nnU-Net's ``nnUNetTrainer``: resolved by name, built from the plans, one training step in
+which every parameter gets a gradient. Fine-tuning from an imported reference checkpoint on a
+dataset whose class count is not 12 (paper-width SymTC plans).
 """
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from nnunetv2_symtc.cli import main as symtc_main
 from nnunetv2_symtc.networks import SymTC, SymTC3D
+from nnunetv2_symtc.planning import plan_symtc
 
 from reference_symtc import random_reference_state_dict, reference_layout
 
@@ -29,8 +34,9 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def symtc_plans(tiny_dataset):
-    """``symtc plan-symtc`` on the shared dataset (both configurations)."""
-    assert symtc_main(["plan-symtc", "-d", str(tiny_dataset.dataset_id), "-gpu_memory_target", "8"]) == 0
+    """``symtc plan-symtc --width tiny`` on the shared dataset (both configurations)."""
+    assert symtc_main(["plan-symtc", "-d", str(tiny_dataset.dataset_id), "-gpu_memory_target", "8",
+                       "--width", "tiny"]) == 0
     plans = load_json(tiny_dataset.preprocessed / f"{PLANS}.json")
     source = load_json(tiny_dataset.preprocessed / "nnUNetPlans.json")
     for name in ("2d", "3d_fullres"):
@@ -38,101 +44,91 @@ def symtc_plans(tiny_dataset):
         assert ours["data_identifier"] == theirs["data_identifier"]           # preprocessed data reused
         assert ours["batch_size"] >= 1 and ours["symtc_estimated_memory_gib"] <= 8
         assert all(p % 16 == 0 for p in ours["patch_size"][-2:])              # in-plane total stride 16
+        assert ours["architecture"]["arch_kwargs"]["embed_dim"] == 32          # tiny width
     return plans
 
 
-def results_folder(trainer: str, configuration: str, dataset) -> Path:
-    return Path(os.environ["nnUNet_results"]) / dataset.dataset_name / f"{trainer}__{PLANS}__{configuration}"
+def nnunet_command(*args: str) -> None:
+    """Run one of nnU-Net's console scripts from this environment (1 process, no compile)."""
+    env = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", nnUNet_compile="f")
+    result = subprocess.run([str(Path(sys.executable).parent / args[0]), *args[1:]], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
-def run_nnunet_paths(dataset, configuration: str, tmp_path: Path) -> None:
-    trainer = "SymTCTrainer_tiny"
-    run_training(str(dataset.dataset_id), configuration, 0, trainer, PLANS, export_validation_probabilities=True,
-                 device=CPU)
-    fold0 = results_folder(trainer, configuration, dataset) / "fold_0"
-    assert (fold0 / "checkpoint_final.pth").is_file()
+def run_nnunet_paths_with_nnunet_trainer(dataset, configuration: str, tmp_path: Path) -> None:
+    trainer, dataset_id = "nnUNetTrainer_1epoch", str(dataset.dataset_id)
+    nnunet_command("nnUNetv2_train", dataset_id, configuration, "0", "-tr", trainer, "-p", PLANS, "--npz",
+                   "-device", "cpu")
+    fold0 = Path(os.environ["nnUNet_results"]) / dataset.dataset_name / f"{trainer}__{PLANS}__{configuration}" / "fold_0"
     checkpoint = torch.load(fold0 / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["trainer_name"] == trainer
+    assert "decoder.seg_layers.2.weight" in checkpoint["network_weights"]     # DS heads, trained with DS
     embed = checkpoint["network_weights"]["encoder.T0a.attention.embed.weight"]
     assert embed.dim() == (4 if configuration == "2d" else 5)   # SymTC (Conv2d) or SymTC3D (Conv3d)
-
-    # --c: continue from the final checkpoint (strict load into a freshly built network).
-    run_training(str(dataset.dataset_id), configuration, 0, trainer, PLANS, continue_training=True, device=CPU)
-    # --val --npz: validation only, with probabilities for find_best_configuration.
-    for npz in (fold0 / "validation").glob("*.npz"):
-        npz.unlink()
-    run_training(str(dataset.dataset_id), configuration, 0, trainer, PLANS, only_run_validation=True,
-                 export_validation_probabilities=True, device=CPU)
     assert list((fold0 / "validation").glob("*.npz"))
-    assert "foreground_mean" in load_json(fold0 / "validation" / "summary.json")
 
-    # Prediction as nnUNetv2_predict does it: trainer resolved by name, network built with DS off,
-    # checkpoint loaded strictly.
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    predictor = nnUNetPredictor(device=CPU, perform_everything_on_device=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(fold0.parent), use_folds=(0,))
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
     case = sorted((dataset.raw / "imagesTr").iterdir())[0]
+    shutil.copy(case, inputs / case.name)
+    nnunet_command("nnUNetv2_predict", "-i", str(inputs), "-o", str(outputs), "-d", dataset_id, "-c", configuration,
+                   "-f", "0", "-tr", trainer, "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1")
     ending = load_json(dataset.raw / "dataset.json")["file_ending"]
-    output = tmp_path / f"predicted{ending}"
-    predictor.predict_from_files_sequential([[str(case)]], [str(output)[:-len(ending)]])
-    reader = predictor.plans_manager.image_reader_writer_class()
-    image, _ = reader.read_images([str(case)])
-    segmentation, _ = reader.read_seg(str(output))
+    predicted = outputs / (case.name[:-len(f"_0000{ending}")] + ending)
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    segmentation, _ = SimpleITKIO().read_seg(str(predicted))
+    image, _ = SimpleITKIO().read_images([str(case)])
     assert segmentation.shape[1:] == image.shape[1:]
-    assert set(np.unique(segmentation)) <= set(load_json(dataset.raw / "dataset.json")["labels"].values())
 
-    # find_best_configuration on fold 0.
-    from nnunetv2.evaluation.find_best_configuration import find_best_configuration
-    find_best_configuration(dataset.dataset_id, [dict(plans=PLANS, configuration=configuration, trainer=trainer)],
-                            allow_ensembling=False, num_processes=1, folds=(0,))
+    nnunet_command("nnUNetv2_find_best_configuration", dataset_id, "-c", configuration, "-tr", trainer, "-p", PLANS,
+                   "-f", "0", "-np", "1", "--disable_ensembling")
     inference = Path(os.environ["nnUNet_results"]) / dataset.dataset_name / "inference_information.json"
-    assert inference.is_file()
     assert json.loads(inference.read_text())["best_model_or_ensemble"]["selected_model_or_models"][0]["trainer"] == trainer
 
-    # -pretrained_weights: fold 1 starts from fold 0's weights.
-    run_training(str(dataset.dataset_id), configuration, 1, trainer, PLANS, pretrained_weights=str(fold0 / "checkpoint_final.pth"),
-                 device=CPU)
-    assert (fold0.parent / "fold_1" / "checkpoint_final.pth").is_file()
+
+@pytest.mark.slow
+def test_nnunet_trainer_2d_full_paths_with_symtc_plans(tiny_dataset_2d, symtc_plans, tmp_path):
+    run_nnunet_paths_with_nnunet_trainer(tiny_dataset_2d, "2d", tmp_path)
 
 
 @pytest.mark.slow
-def test_symtc_trainer_2d_full_nnunet_paths(tiny_dataset_2d, symtc_plans, tmp_path):
-    run_nnunet_paths(tiny_dataset_2d, "2d", tmp_path)
+def test_nnunet_trainer_3d_full_paths_with_symtc_plans(tiny_dataset_3d, symtc_plans, tmp_path):
+    run_nnunet_paths_with_nnunet_trainer(tiny_dataset_3d, "3d_fullres", tmp_path)
 
 
-@pytest.mark.slow
-def test_symtc_trainer_3d_full_nnunet_paths(tiny_dataset_3d, symtc_plans, tmp_path):
-    run_nnunet_paths(tiny_dataset_3d, "3d_fullres", tmp_path)
-
-
-def one_training_step(trainer_name: str, dataset, configuration: str):
-    """Resolve through nnU-Net's lookup (as nnUNetv2_train does), initialise, run one ``train_step``."""
-    trainer = get_trainer_from_args(str(dataset.dataset_id), configuration, 0, trainer_name, PLANS, device=CPU)
+def one_training_step(trainer_name: str, dataset, configuration: str, plans: str = PLANS):
+    """Resolve through nnU-Net's lookup (as nnUNetv2_train does), initialise, run one ``train_step``;
+    every parameter must get a gradient (DDP without find_unused_parameters)."""
+    trainer = get_trainer_from_args(str(dataset.dataset_id), configuration, 0, trainer_name, plans, device=CPU)
     assert type(trainer) is recursive_find_trainer_class_by_name(trainer_name)
     trainer.initialize()
     trainer.print_to_log_file = lambda *a, **k: None
     trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
     trainer.on_train_epoch_start()
     before = {k: v.detach().clone() for k, v in trainer.network.state_dict().items()}
+    trainer.optimizer.register_step_pre_hook(lambda optimizer, *_: trainer.__dict__.setdefault("no_grad", [
+        n for n, p in trainer.network.named_parameters() if p.grad is None]))
     loss = trainer.train_step(next(trainer.dataloader_train))["loss"]
     assert np.isfinite(loss)
+    assert trainer.no_grad == []
     changed = [k for k, v in trainer.network.state_dict().items() if not torch.equal(v, before[k])]
     assert changed
     return trainer
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("trainer_name", ["SymTCTrainer", "SymTCTrainer_small", "SymTCTrainer_paper",
                                           "SymTCTrainerDS", "SymTCTrainer_50epochs", "SymTCTrainer_small_tiny",
-                                          "SymTCTrainerDS_tiny"])
-def test_variant_resolves_builds_and_trains_one_step(trainer_name, tiny_dataset_2d, symtc_plans):
+                                          "SymTCTrainerDS_tiny", "SymTCTrainerSizeAdaptiveCE",
+                                          "nnUNetTrainerSizeAdaptiveCE", "nnUNetTrainer"])
+def test_trainer_builds_symtc_from_the_plans_and_trains_one_step(trainer_name, tiny_dataset_2d, symtc_plans):
+    """Whatever the trainer (and its width suffix), the network is the plans' tiny SymTC, trained with DS."""
     trainer = one_training_step(trainer_name, tiny_dataset_2d, "2d")
     network = trainer.network
-    assert isinstance(network, SymTC)
+    assert isinstance(network, SymTC) and network.embed_dim == 32
     assert trainer.inference_allowed_mirroring_axes is None        # 2D sagittal: no mirroring
-    if "DS" in trainer_name:
-        assert len(network.decoder.seg_layers) == 3 and network.decoder.deep_supervision
-        assert trainer._get_deep_supervision_scales() == [[1.0, 1.0], [0.25, 0.25], [0.0625, 0.0625]]
+    assert len(network.decoder.seg_layers) == 3 and network.decoder.deep_supervision
+    assert trainer._get_deep_supervision_scales() == [[1.0, 1.0], [0.25, 0.25], [0.0625, 0.0625]]
+    if trainer_name.startswith("SymTC"):
         assert min(trainer.loss.weight_factors) > 0
     if trainer_name == "SymTCTrainer_paper":
         assert isinstance(trainer.optimizer, torch.optim.Adam) and trainer.optimizer.param_groups[0]["lr"] == 1e-4
@@ -155,7 +151,7 @@ def test_3d_mirroring_respects_left_right_pairs(tiny_dataset_3d, symtc_plans):
 @pytest.mark.slow
 def test_fine_tune_from_imported_reference_checkpoint(tiny_dataset_2d, symtc_plans, tmp_path):
     """symtc import-checkpoint (paper layout) -> nnU-Net -pretrained_weights with SymTCTrainer_paper on
-    a dataset whose class count is not 12."""
+    paper-width SymTC plans, on a dataset whose class count is not 12."""
     num_classes = len(load_json(tiny_dataset_2d.preprocessed / "dataset.json")["labels"])
     assert num_classes != 12
     layout = reference_layout(1, 12, 512, 16, (2, 2, 2, 2))
@@ -164,9 +160,12 @@ def test_fine_tune_from_imported_reference_checkpoint(tiny_dataset_2d, symtc_pla
         assert symtc_main(["import-checkpoint", "--reference", str(tmp_path / "best.pth"),
                            "-o", str(tmp_path / "imported.pth")]) == 0
     (tmp_path / "best.pth").unlink()
-    run_training(str(tiny_dataset_2d.dataset_id), "2d", 0, "SymTCTrainer_paper_tiny", PLANS,
+    plan_symtc(tiny_dataset_2d.preprocessed, target_plans="nnUNetPlans_SymTCpaper", width="paper",
+               configurations=["2d"], patch_size=(64, 64), batch_size=2)
+    run_training(str(tiny_dataset_2d.dataset_id), "2d", 0, "SymTCTrainer_paper_tiny", "nnUNetPlans_SymTCpaper",
                  pretrained_weights=str(tmp_path / "imported.pth"), device=CPU)
-    fold0 = results_folder("SymTCTrainer_paper_tiny", "2d", tiny_dataset_2d) / "fold_0"
+    fold0 = (Path(os.environ["nnUNet_results"]) / tiny_dataset_2d.dataset_name
+             / "SymTCTrainer_paper_tiny__nnUNetPlans_SymTCpaper__2d" / "fold_0")
     weights = torch.load(fold0 / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     assert weights["decoder.seg_layers.0.weight"].shape[0] == num_classes
     imported = torch.load(tmp_path / "imported.pth", weights_only=True)["network_weights"]
