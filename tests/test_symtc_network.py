@@ -249,8 +249,6 @@ def test_recomputation_gives_the_same_gradients_as_storing():
 
 def test_recompute_changes_memory_not_math():
     """``recompute=False`` stores activations instead of recomputing them: same outputs and gradients."""
-    from nnunetv2_symtc.networks.symtc import SymTC
-
     width = dict(embed_dim=16, num_heads=2, channels=(4, 8, 16), num_layers=(1, 1, 1, 1))
     x = torch.randn(2, 1, 32, 32)
     results = []

@@ -118,12 +118,13 @@ class AttentionPath(nn.Module):
     """
 
     def __init__(self, dim: int, in_channels: int, out_channels: int, patch_size: Sequence[int],
-                 embed_dim: int, num_heads: int, num_layers: int, alpha: float):
+                 embed_dim: int, num_heads: int, num_layers: int, alpha: float, recompute: bool = True):
         super().__init__()
         self.patch_size = tuple(patch_size)
         self.embed = _CONV[dim](in_channels, embed_dim, self.patch_size, self.patch_size)
         self.embed_norm = nn.LayerNorm(embed_dim)
-        self.layers = nn.ModuleList(AttentionLayer(embed_dim, num_heads, dim, alpha) for _ in range(num_layers))
+        self.layers = nn.ModuleList(AttentionLayer(embed_dim, num_heads, dim, alpha, recompute)
+                                    for _ in range(num_layers))
         self.out_norm = nn.LayerNorm(embed_dim)
         self.out = nn.Linear(embed_dim, out_channels)
 
@@ -143,16 +144,20 @@ class AttentionPath(nn.Module):
 
 
 class SymTCBlock(nn.Module):
-    """``y = LReLU(GN(CNN(x) + Attn(x)))``, optionally after SpatialContrastNorm of the input."""
+    """``y = LReLU(GN(CNN(x) + Attn(x)))``, optionally after SpatialContrastNorm of the input.
+
+    ``recompute`` recomputes the attention layers in the backward pass, ``recompute_cnn`` the CNN
+    path's hidden maps (instead of storing them)."""
 
     def __init__(self, dim: int, in_channels: int, out_channels: int, kernel_size: Sequence[int],
                  stride: Sequence[int], patch_size: Sequence[int], embed_dim: int, num_heads: int,
-                 num_layers: int, alpha: float, contrast_norm: bool = False, checkpoint_cnn: bool = False):
+                 num_layers: int, alpha: float, contrast_norm: bool = False, recompute: bool = True,
+                 recompute_cnn: bool = False):
         super().__init__()
         self.input_norm = SpatialContrastNorm() if contrast_norm else nn.Identity()
-        self.cnn = ConvPath(dim, in_channels, out_channels, kernel_size, stride, checkpoint_cnn)
+        self.cnn = ConvPath(dim, in_channels, out_channels, kernel_size, stride, recompute_cnn)
         self.attention = AttentionPath(dim, in_channels, out_channels, patch_size, embed_dim, num_heads,
-                                       num_layers, alpha)
+                                       num_layers, alpha, recompute)
         self.out = norm_act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,8 @@ class SymTCBase(nn.Module):
                  level_strides: Sequence[Union[int, Sequence[int]]] = (4, 4),
                  level_kernels: Optional[Sequence[Sequence[int]]] = None, alpha: float = 100.0,
                  deep_supervision_heads: bool = False, deep_supervision: bool = False,
-                 strides: Optional[Sequence[Sequence[int]]] = None, coarse_to_fine_heads: bool = False):
+                 strides: Optional[Sequence[Sequence[int]]] = None, coarse_to_fine_heads: bool = False,
+                 recompute: bool = True):
         """
         Args:
             input_channels, num_classes: image channels in, classes (logit channels) out.
@@ -101,6 +102,9 @@ class SymTCBase(nn.Module):
                 per-axis list), as plans write them; replaces ``level_strides``.
             coarse_to_fine_heads: the 1/s1 deep-supervision output adds the (nearest-)upsampled
                 1/f output, so the 1/f head trains even when its own loss weight is 0.
+            recompute: recompute the attention layers and the full-resolution CNN paths in the
+                backward pass instead of storing them (same math; about half the peak training
+                memory at 512², ~20 % more compute). Turn it off for narrow networks on a CPU.
         """
         super().__init__()
         d = self.dim
@@ -115,12 +119,12 @@ class SymTCBase(nn.Module):
         self.level_strides = (s1, s2)
         self.input_channels, self.num_classes = input_channels, num_classes
         self.deep_supervision_heads = deep_supervision_heads
-        width = dict(embed_dim=embed_dim, num_heads=num_heads, alpha=alpha)
+        width = dict(embed_dim=embed_dim, num_heads=num_heads, alpha=alpha, recompute=recompute)
         one = (1,) * d
 
         self.encoder = nn.ModuleDict(dict(
             T0a=SymTCBlock(d, input_channels, c0, k_full, one, f, num_layers=n0, contrast_norm=True,
-                           checkpoint_cnn=True, **width),
+                           recompute_cnn=recompute, **width),
             T1a=SymTCBlock(d, c0, c1, k_full, s1, f, num_layers=n1, **width),
             T2a=SymTCBlock(d, c1, c2, k_mid, s2, s2, num_layers=n2, **width),
             T3a=SymTCBlock(d, c2, c2, k_low, one, one, num_layers=n3, **width),
@@ -134,7 +138,7 @@ class SymTCBase(nn.Module):
             M1=MergeLayer(d, c1, c1, c1),
             T1b=SymTCBlock(d, c1, c0, k_mid, one, s2, num_layers=n2, **width),
             M0=MergeLayer(d, c0, c0, c0),
-            T0b=SymTCBlock(d, c0, c0, k_full, one, f, num_layers=n0, checkpoint_cnn=True, **width),
+            T0b=SymTCBlock(d, c0, c0, k_full, one, f, num_layers=n0, recompute_cnn=recompute, **width),
             head=HeadStem(d, c0),
         ), seg_layers, coarse_to_fine_heads)
         self.decoder.deep_supervision = deep_supervision

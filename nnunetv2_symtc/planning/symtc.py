@@ -37,14 +37,15 @@ ACTIVATION_OVERHEAD = 1.5
 """Peak / stored activations: gradient buffers, allocator slack and workspace during backward."""
 RECOMPUTED_TOKEN_TENSORS = 60
 """Token-width tensors live while one (recomputed) attention layer runs its backward pass."""
-SYMTC_DEFAULTS = dict(embed_dim=512, num_heads=16, num_layers=(2, 2, 2, 2), channels=(32, 128, 512), alpha=100.0)
+SYMTC_DEFAULTS = dict(embed_dim=512, num_heads=16, num_layers=(2, 2, 2, 2), channels=(32, 128, 512), alpha=100.0,
+                      recompute=True)
 """SymTC's constructor defaults (the paper's network) that a width may override."""
 SYMTC_CLASSES = {2: "nnunetv2_symtc.networks.SymTC", 3: "nnunetv2_symtc.networks.SymTC3D"}
 """``network_class_name`` written into the plans, per patch dimensionality."""
 
 Width = Union[str, Mapping[str, object]]
 """A preset name (``paper``, ``small``, ``tiny``) or SymTC keyword arguments (``embed_dim``,
-``num_heads``, ``num_layers``, ``channels``, ``alpha``); missing keys take the paper's values."""
+``num_heads``, ``num_layers``, ``channels``, ``alpha``, ``recompute``); missing keys take the paper's values."""
 PerConfiguration = Union[None, object, Mapping[str, object]]
 
 
@@ -68,6 +69,7 @@ def resolve_width(width: Width) -> Dict[str, object]:
                          f"{settings['num_heads']}")
     settings["embed_dim"], settings["num_heads"] = int(settings["embed_dim"]), int(settings["num_heads"])
     settings["alpha"] = float(settings["alpha"])
+    settings["recompute"] = bool(settings["recompute"])
     return settings
 
 
