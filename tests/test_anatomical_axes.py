@@ -116,12 +116,14 @@ def anatomy_of_patch_axes(raw_image: Path, transpose_forward, patch_dim: int):
     return tuple(names[1:]) if patch_dim == 2 else tuple(names)
 
 
-def preprocess_dataset(dataset_id: int, configurations=("2d", "3d_fullres")):
+def plan_and_preprocess(dataset_ids, preprocess_3d: bool = True) -> None:
+    """nnU-Net fingerprint and plans for ``dataset_ids``, and (``preprocess_3d``) ``3d_fullres``
+    preprocessing; 2D trainers then find no preprocessed case and use the other axis sources."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
-    extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=True, show_progress_bar=False)
-    plan_experiments([dataset_id])
-    preprocess([dataset_id], configurations=configurations, num_processes=(1,) * len(configurations),
-               show_progress_bar=False)
+    extract_fingerprints(list(dataset_ids), num_processes=1, check_dataset_integrity=False, show_progress_bar=False)
+    plan_experiments(list(dataset_ids))
+    if preprocess_3d:
+        preprocess(list(dataset_ids), configurations=("3d_fullres",), num_processes=(1,), show_progress_bar=False)
 
 
 def configured(trainer_class, raw_folder: Path, configuration: str):
@@ -157,82 +159,32 @@ def _log_text(trainer) -> str:
     return Path(trainer.log_file).read_text()
 
 
-@pytest.fixture(scope="module")
-def axial_spider(nnunet_dirs, tmp_path_factory):
-    """SPIDER-format phantom (levels, no left/right pairs), superior-inferior coarsest: nnU-Net
-    transposes it to (SI, LR, AP) and cuts 2D slices axially."""
-    from nnunetv2_symtc.dataset_conversion.spider import convert_spider
-    from nnunetv2_symtc.phantom import PhantomConfig, generate_subject, write_spider
-    source = tmp_path_factory.mktemp("axial_spider")
-    config = PhantomConfig.tiny(spacing_zyx=(3.0, 4.5, 3.0), sequences=("t2",))
-    write_spider(source, [(i, generate_subject(i, config)) for i in range(2)])
-    folder = Path(convert_spider(source, 961, "AxialSpider", sequences=("t2",)))
-    preprocess_dataset(961)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def near_isotropic_spider(nnunet_dirs, tmp_path_factory):
-    """Near-isotropic phantom whose superior-inferior spacing is only marginally the largest."""
-    from nnunetv2_symtc.dataset_conversion.spider import convert_spider
-    from nnunetv2_symtc.phantom import PhantomConfig, generate_subject, write_spider
-    source = tmp_path_factory.mktemp("near_iso_spider")
-    config = PhantomConfig.tiny(spacing_zyx=(2.0, 2.05, 2.0), n_slices=8, fov_ap_mm=120.0, cut_vertebra=22,
-                                sequences=("t2",))
-    write_spider(source, [(i, generate_subject(i, config)) for i in range(2)])
-    folder = Path(convert_spider(source, 962, "NearIsoSpider", sequences=("t2",)))
-    preprocess_dataset(962)
-    return folder
-
-
-@pytest.mark.parametrize("fixture", ["axial_spider", "near_isotropic_spider"])
-def test_superior_inferior_coarsest_is_transposed_and_never_mirrored(fixture, request):
-    from nnunetv2_symtc.trainers import nnUNetTrainerSizeAdaptiveCE, SpinepsInstanceTrainer
-    folder = request.getfixturevalue(fixture)
-    labels = json.loads((folder / "dataset.json").read_text())["labels"]
-    assert not has_left_right_pairs(labels)
-    for configuration, expected in (("3d_fullres", {LR, AP}), ("2d", {LR})):
-        trainer, rotation, dummy_2d, mirror_axes, names = configured(nnUNetTrainerSizeAdaptiveCE, folder, configuration)
-        assert names[0] == SI if configuration == "3d_fullres" else SI not in names      # nnU-Net transposed
-        assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=False) == expected
-        assert "dataset.json symtc_axes" in _log_text(trainer)
-    # Phase-2 style trainer: left-right never (paired input channels), so the axial half-turn is limited too.
-    trainer, rotation, dummy_2d, mirror_axes, names = configured(SpinepsInstanceTrainer, folder, "2d")
-    assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=True) == set()
-
-
 def _reorient_tree(root: Path, orientation: str) -> None:
     for path in root.rglob("*.nii.gz"):
         sitk.WriteImage(sitk.DICOMOrient(sitk.ReadImage(str(path)), orientation), str(path), True)
 
 
-def test_non_pir_raw_arrays(nnunet_dirs, tmp_path_factory):
-    """SPINEPS data kept in LPS voxel order (arrays S, P, L) with thick sagittal slices: nnU-Net
-    transposes left-right first; 2D slices are sagittal; paired labels forbid left-right mirroring."""
+def _spider(source: Path, dataset_id: int, name: str, config) -> Path:
+    from nnunetv2_symtc.dataset_conversion.spider import convert_spider
+    from nnunetv2_symtc.phantom import generate_subject, write_spider
+    write_spider(source, [(i, generate_subject(i, config)) for i in range(2)])
+    return Path(convert_spider(source, dataset_id, name, sequences=("t2",)))
+
+
+def _lps_spineps(source: Path, dataset_id: int) -> Path:
+    """SPINEPS data (paired labels) kept in LPS voxel order: arrays (S, P, L), thick sagittal slices."""
     from nnunetv2_symtc.dataset_conversion.spineps import convert_spineps
     from nnunetv2_symtc.phantom import PhantomConfig, generate_subject, write_spineps
-    from nnunetv2_symtc.trainers import nnUNetTrainerSizeAdaptiveCE
-    source = tmp_path_factory.mktemp("lps_spineps")
     write_spineps(source, [(f"{i:02d}", generate_subject(i, PhantomConfig.tiny())) for i in range(2)])
     _reorient_tree(source, "LPS")
-    folder = Path(convert_spineps(source, 963, "LpsSpine", keep_orientation=True))
-    dataset_json = json.loads((folder / "dataset.json").read_text())
-    assert dataset_json["symtc_axes"] == {LR: 2, SI: 0, AP: 1} and has_left_right_pairs(dataset_json["labels"])
-    preprocess_dataset(963)
-    for configuration, expected in (("3d_fullres", {AP}), ("2d", set())):
-        trainer, rotation, dummy_2d, mirror_axes, names = configured(nnUNetTrainerSizeAdaptiveCE, folder, configuration)
-        assert names[0] == LR if configuration == "3d_fullres" else names == (SI, AP)
-        assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=True) == expected
+    return Path(convert_spineps(source, dataset_id, "LpsSpine", keep_orientation=True))
 
 
-def test_dataset_without_symtc_keys_gets_axes_from_directions(nnunet_dirs, tmp_path):
-    """An nnU-Net-style dataset (no symtc_* key, RAS voxel order, axial spacing) as other converters
-    write it: the axes come from the stored direction cosines, and the decision is logged."""
-    from nnunetv2_symtc.phantom import PhantomConfig, generate_subject
-    from nnunetv2_symtc.trainers import nnUNetTrainerSizeAdaptiveCE
+def _plain_nnunet(raw: Path, dataset_id: int, config) -> Path:
+    """A dataset as other converters write it: no symtc_* key, RAS voxel order, bone/disc labels."""
     from nnunetv2_symtc.io import to_sitk
-    folder = Path(nnunet_dirs["nnUNet_raw"]) / "Dataset964_PlainSpine"
-    config = PhantomConfig.tiny(spacing_zyx=(3.0, 4.5, 3.0), sequences=("t2",))
+    from nnunetv2_symtc.phantom import generate_subject
+    folder = raw / f"Dataset{dataset_id}_PlainSpine"
     for i in range(2):
         subject = generate_subject(10 + i, config)
         classes = np.zeros(subject.spine_mask.shape, np.uint8)
@@ -245,14 +197,76 @@ def test_dataset_without_symtc_keys_gets_axes_from_directions(nnunet_dirs, tmp_p
     (folder / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "T2"}, "labels": {"background": 0, "bone": 1, "disc": 2},
         "numTraining": 2, "file_ending": ".nii.gz"}))
-    preprocess_dataset(964)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def preprocessed(nnunet_dirs, tmp_path_factory):
+    """Four tiny phantom datasets, planned by nnU-Net (``3d_fullres`` preprocessed):
+
+    - ``axial``: SPIDER labels (levels, no left/right pairs), superior-inferior coarsest, so nnU-Net
+      transposes it to (SI, LR, AP) and cuts 2D slices axially;
+    - ``near_isotropic``: the same with superior-inferior only marginally coarsest (2.05 vs 2.0 mm);
+    - ``lps``: SPINEPS labels (paired) in LPS voxel order, thick sagittal slices;
+    - ``plain``: nnU-Net conventions, no ``symtc_*`` key, RAS voxel order, axial spacing.
+    """
+    from nnunetv2_symtc.phantom import PhantomConfig
+    axial = PhantomConfig.tiny(spacing_zyx=(3.0, 4.5, 3.0), sequences=("t2",))
+    near_isotropic = PhantomConfig.tiny(spacing_zyx=(2.0, 2.05, 2.0), n_slices=8, fov_ap_mm=150.0, cut_vertebra=22,
+                                        sequences=("t2",))
+    folders = {"axial": _spider(tmp_path_factory.mktemp("axial"), 961, "AxialSpider", axial),
+               "near_isotropic": _spider(tmp_path_factory.mktemp("near_iso"), 962, "NearIsoSpider", near_isotropic),
+               "lps": _lps_spineps(tmp_path_factory.mktemp("lps"), 963),
+               "plain": _plain_nnunet(Path(nnunet_dirs["nnUNet_raw"]), 964, axial)}
+    plan_and_preprocess([961, 962, 963, 964])
+    return folders
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["axial", "near_isotropic"])
+def test_superior_inferior_coarsest_is_transposed_and_never_mirrored(name, preprocessed):
+    from nnunetv2_symtc.trainers import SpinepsInstanceTrainer, nnUNetTrainerSizeAdaptiveCE
+    folder = preprocessed[name]
+    labels = json.loads((folder / "dataset.json").read_text())["labels"]
+    assert not has_left_right_pairs(labels)
     for configuration, expected in (("3d_fullres", {LR, AP}), ("2d", {LR})):
+        trainer, rotation, dummy_2d, mirror_axes, names = configured(nnUNetTrainerSizeAdaptiveCE, folder, configuration)
+        assert names[0] == SI if configuration == "3d_fullres" else SI not in names      # nnU-Net transposed
+        assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=False) == expected
+        assert "dataset.json symtc_axes" in _log_text(trainer)
+    # Phase-2 style trainer: left-right never (paired input channels), so the axial half-turn is limited too.
+    trainer, rotation, dummy_2d, mirror_axes, names = configured(SpinepsInstanceTrainer, folder, "2d")
+    assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=True) == set()
+
+
+@pytest.mark.slow
+def test_non_pir_raw_arrays(preprocessed):
+    """LPS arrays with thick sagittal slices: nnU-Net transposes left-right first; 2D slices are
+    sagittal; paired labels forbid left-right mirroring."""
+    from nnunetv2_symtc.trainers import nnUNetTrainerSizeAdaptiveCE
+    folder = preprocessed["lps"]
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    assert dataset_json["symtc_axes"] == {LR: 2, SI: 0, AP: 1} and has_left_right_pairs(dataset_json["labels"])
+    for configuration, expected in (("3d_fullres", {AP}), ("2d", set())):
+        trainer, rotation, dummy_2d, mirror_axes, names = configured(nnUNetTrainerSizeAdaptiveCE, folder, configuration)
+        assert names[0] == LR if configuration == "3d_fullres" else names == (SI, AP)
+        assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=True) == expected
+
+
+@pytest.mark.slow
+def test_dataset_without_symtc_keys_gets_axes_from_directions(preprocessed):
+    """No symtc_* key: the axes come from the direction nnU-Net stored for a preprocessed case (3D),
+    or from the first raw image's header (2D, not preprocessed here); the source is logged."""
+    from nnunetv2_symtc.trainers import nnUNetTrainerSizeAdaptiveCE
+    folder = preprocessed["plain"]
+    for configuration, expected, source in (("3d_fullres", {LR, AP}, ".pkl"), ("2d", {LR}, "imagesTr")):
         trainer, rotation, dummy_2d, mirror_axes, names = configured(nnUNetTrainerSizeAdaptiveCE, folder, configuration)
         assert SI in names if configuration == "3d_fullres" else SI not in names
         assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=False) == expected
-        assert ".pkl" in _log_text(trainer) and "direction cosines" in _log_text(trainer)
+        assert source in _log_text(trainer)
 
 
+@pytest.mark.slow
 def test_unknown_axes_get_the_safest_rules_and_a_warning(nnunet_dirs, tmp_path):
     """A dataset whose images carry no usable direction (45 degrees oblique): no mirroring, limited
     rotation, and a warning in the training log."""
@@ -274,7 +288,7 @@ def test_unknown_axes_get_the_safest_rules_and_a_warning(nnunet_dirs, tmp_path):
     (folder / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "MR"}, "labels": {"background": 0, "spine": 1}, "numTraining": 2,
         "file_ending": ".nii.gz"}))
-    preprocess_dataset(965, ("3d_fullres",))
+    plan_and_preprocess([965], preprocess_3d=False)
     preprocessed = Path(nnunet_dirs["nnUNet_preprocessed"]) / folder.name
     trainer = nnUNetTrainerSizeAdaptiveCE(json.loads((preprocessed / "nnUNetPlans.json").read_text()), "3d_fullres", 0,
                                           json.loads((preprocessed / "dataset.json").read_text()),
