@@ -6,7 +6,6 @@ from the raw image's geometry here (not through the package's resolver).
 """
 import json
 import math
-import os
 import pickle
 from pathlib import Path
 
@@ -126,17 +125,15 @@ def plan_and_preprocess(dataset_ids, preprocess_3d: bool = True) -> None:
         preprocess(list(dataset_ids), configurations=("3d_fullres",), num_processes=(1,), show_progress_bar=False)
 
 
-def configured(trainer_class, raw_folder: Path, configuration: str):
-    """Build ``trainer_class`` on the preprocessed dataset and configure its augmentation.
+def configured(trainer_name: str, raw_folder: Path, configuration: str):
+    """Build trainer ``trainer_name`` as ``nnUNetv2_train`` does and configure its augmentation.
     Returns (trainer, rotation range, dummy 2D, mirror axes, anatomy of each patch axis)."""
-    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / raw_folder.name
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
-    trainer = trainer_class(plans, configuration, 0, dataset_json, device=torch.device("cpu"))
+    from nnunetv2.run.run_training import get_trainer_from_args
+    trainer = get_trainer_from_args(raw_folder.name, configuration, 0, trainer_name, device=torch.device("cpu"))
     rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     first_image = sorted((raw_folder / "imagesTr").iterdir())[0]
-    dim = len(plans["configurations"][configuration]["patch_size"])
-    names = anatomy_of_patch_axes(first_image, plans["transpose_forward"], dim)
+    dim = len(trainer.configuration_manager.patch_size)
+    names = anatomy_of_patch_axes(first_image, trainer.plans_manager.transpose_forward, dim)
     return trainer, rotation, dummy_2d, mirror_axes, names
 
 
@@ -225,17 +222,16 @@ def preprocessed(nnunet_dirs, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["axial", "near_isotropic"])
 def test_superior_inferior_coarsest_is_transposed_and_never_mirrored(name, preprocessed):
-    from nnunetv2_symtc.trainers import SpinepsInstanceTrainer, nnUNetTrainerSizeAdaptiveCE
     folder = preprocessed[name]
     labels = json.loads((folder / "dataset.json").read_text())["labels"]
     assert not has_left_right_pairs(labels)
     for configuration, expected in (("3d_fullres", {LR, AP}), ("2d", {LR})):
-        trainer, rotation, dummy_2d, mirror_axes, names = configured(nnUNetTrainerSizeAdaptiveCE, folder, configuration)
+        trainer, rotation, dummy_2d, mirror_axes, names = configured("nnUNetTrainerSizeAdaptiveCE", folder, configuration)
         assert names[0] == SI if configuration == "3d_fullres" else SI not in names      # nnU-Net transposed
         assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=False) == expected
         assert "dataset.json symtc_axes" in _log_text(trainer)
     # Phase-2 style trainer: left-right never (paired input channels), so the axial half-turn is limited too.
-    trainer, rotation, dummy_2d, mirror_axes, names = configured(SpinepsInstanceTrainer, folder, "2d")
+    trainer, rotation, dummy_2d, mirror_axes, names = configured("SpinepsInstanceTrainer", folder, "2d")
     assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=True) == set()
 
 
@@ -243,12 +239,11 @@ def test_superior_inferior_coarsest_is_transposed_and_never_mirrored(name, prepr
 def test_non_pir_raw_arrays(preprocessed):
     """LPS arrays with thick sagittal slices: nnU-Net transposes left-right first; 2D slices are
     sagittal; paired labels forbid left-right mirroring."""
-    from nnunetv2_symtc.trainers import nnUNetTrainerSizeAdaptiveCE
     folder = preprocessed["lps"]
     dataset_json = json.loads((folder / "dataset.json").read_text())
     assert dataset_json["symtc_axes"] == {LR: 2, SI: 0, AP: 1} and has_left_right_pairs(dataset_json["labels"])
     for configuration, expected in (("3d_fullres", {AP}), ("2d", set())):
-        trainer, rotation, dummy_2d, mirror_axes, names = configured(nnUNetTrainerSizeAdaptiveCE, folder, configuration)
+        trainer, rotation, dummy_2d, mirror_axes, names = configured("nnUNetTrainerSizeAdaptiveCE", folder, configuration)
         assert names[0] == LR if configuration == "3d_fullres" else names == (SI, AP)
         assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=True) == expected
 
@@ -257,10 +252,9 @@ def test_non_pir_raw_arrays(preprocessed):
 def test_dataset_without_symtc_keys_gets_axes_from_directions(preprocessed):
     """No symtc_* key: the axes come from the direction nnU-Net stored for a preprocessed case (3D),
     or from the first raw image's header (2D, not preprocessed here); the source is logged."""
-    from nnunetv2_symtc.trainers import nnUNetTrainerSizeAdaptiveCE
     folder = preprocessed["plain"]
     for configuration, expected, source in (("3d_fullres", {LR, AP}, ".pkl"), ("2d", {LR}, "imagesTr")):
-        trainer, rotation, dummy_2d, mirror_axes, names = configured(nnUNetTrainerSizeAdaptiveCE, folder, configuration)
+        trainer, rotation, dummy_2d, mirror_axes, names = configured("nnUNetTrainerSizeAdaptiveCE", folder, configuration)
         assert SI in names if configuration == "3d_fullres" else SI not in names
         assert assert_label_safe(trainer, rotation, dummy_2d, mirror_axes, names, paired=False) == expected
         assert source in _log_text(trainer)
@@ -270,7 +264,6 @@ def test_dataset_without_symtc_keys_gets_axes_from_directions(preprocessed):
 def test_unknown_axes_get_the_safest_rules_and_a_warning(nnunet_dirs, tmp_path):
     """A dataset whose images carry no usable direction (45 degrees oblique): no mirroring, limited
     rotation, and a warning in the training log."""
-    from nnunetv2_symtc.trainers import nnUNetTrainerSizeAdaptiveCE
     folder = Path(nnunet_dirs["nnUNet_raw"]) / "Dataset965_Oblique"
     c = math.cos(math.radians(45))
     oblique = (1.0, 0.0, 0.0, 0.0, c, -c, 0.0, c, c)
@@ -289,11 +282,7 @@ def test_unknown_axes_get_the_safest_rules_and_a_warning(nnunet_dirs, tmp_path):
         "channel_names": {"0": "MR"}, "labels": {"background": 0, "spine": 1}, "numTraining": 2,
         "file_ending": ".nii.gz"}))
     plan_and_preprocess([965], preprocess_3d=False)
-    preprocessed = Path(nnunet_dirs["nnUNet_preprocessed"]) / folder.name
-    trainer = nnUNetTrainerSizeAdaptiveCE(json.loads((preprocessed / "nnUNetPlans.json").read_text()), "3d_fullres", 0,
-                                          json.loads((preprocessed / "dataset.json").read_text()),
-                                          device=torch.device("cpu"))
-    rotation, _, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    trainer, rotation, _, mirror_axes, _ = configured("nnUNetTrainerSizeAdaptiveCE", folder, "3d_fullres")
     assert mirror_axes == () and trainer.inference_allowed_mirroring_axes is None
     assert rotation[1] <= MAX_ROTATION + 1e-9
     log = _log_text(trainer)
