@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 from nnunetv2_symtc.networks.symtc import PAPER_WIDTH, SMALL_WIDTH, SymTC, SymTC3D
 
 TINY_WIDTH = dict(embed_dim=32, num_heads=2, channels=(8, 16, 32), num_layers=(1, 1, 1, 1))
-"""A test-scale SymTC (same blocks, ~0.1M parameters) for the ``_tiny`` trainers that run nnU-Net end to end in CI."""
+"""A test-scale SymTC (same blocks, ~0.5M parameters in 2D: 495,743 at 15 classes) for the ``_tiny`` trainers that run nnU-Net end to end in CI."""
 WIDTHS: Dict[str, dict] = {"paper": PAPER_WIDTH, "small": SMALL_WIDTH, "tiny": TINY_WIDTH}
 """Named SymTC widths (keyword arguments of ``SymTC``)."""
 
