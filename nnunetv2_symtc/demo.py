@@ -101,7 +101,7 @@ BUDGETS: Dict[str, DemoBudget] = {
                       (4.0, 2.0, 2.0), {"unet": (16, 50), "symtc": (18, 30), "phase2": (10, 30)},
                       unet_features=(16, 32, 64, 128, 256), symtc_width=CPU_SYMTC_WIDTH, symtc_batch_size=8,
                       phase2_configuration="2d", phase2_batch_size=16,
-                      seconds_per_iteration={"unet": 0.32, "symtc": 0.5, "phase2": 0.15}, fixed_seconds=150),
+                      seconds_per_iteration={"unet": 0.33, "symtc": 0.56, "phase2": 0.32}, fixed_seconds=100),
     # Realistic resolution and budgets for a GPU, with the paper's SymTC_s width (estimated times).
     "full": DemoBudget("full", 40, 8, PhantomConfig(), (105.6, 228.0, 186.0), (3.3, 1.0, 1.0),
                        dict.fromkeys(ROLES, (100, 250)), unet_features=None, symtc_width="small",
