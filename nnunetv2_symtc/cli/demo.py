@@ -8,8 +8,9 @@ def register(subparsers) -> None:
     parser = add_subcommand(
         subparsers, "demo",
         "Run the whole pipeline on the built-in phantom: phantom -> conversion -> nnU-Net planning and "
-        "training (SymTC and size-adaptive 2D, two-phase 3D) -> two-phase prediction -> ensemble -> "
-        "evaluation. Budget 'cpu' takes < 15 min on 2 cores; 'full' is meant for a GPU.",
+        "training (phase 1 as a size-adaptive-CE U-Net and as SymTC, phase 2 on cutouts) -> two-phase "
+        "prediction by each phase-1 model and their ensemble -> evaluation and report.html. Budget 'cpu' "
+        "takes about 14 min on 2 cores; 'full' is meant for a GPU.",
         "symtc demo -o demo_output")
     parser.add_argument("-o", "--output", type=Path, default=Path("demo_output"),
                         help="output folder (must not exist or be empty); nnU-Net folders go inside it")
