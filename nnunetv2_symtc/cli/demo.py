@@ -10,7 +10,7 @@ def register(subparsers) -> None:
         "Run the whole pipeline on the built-in phantom: phantom -> conversion -> nnU-Net planning and "
         "training (phase 1 as a size-adaptive-CE U-Net and as SymTC, phase 2 on cutouts) -> two-phase "
         "prediction by each phase-1 model and their ensemble -> evaluation and report.html. Budget 'cpu' "
-        "takes about 14 min on 2 cores; 'full' is meant for a GPU.",
+        "takes 12-14 min on 2 cores; 'full' is meant for a GPU.",
         "symtc demo -o demo_output")
     parser.add_argument("-o", "--output", type=Path, default=Path("demo_output"),
                         help="output folder (must not exist or be empty); nnU-Net folders go inside it")
