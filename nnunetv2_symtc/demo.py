@@ -246,7 +246,8 @@ def _collect(folder: Path, suffix: str, target: Path) -> Path:
 
 
 def _variant_folder(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+    """Folder name of a two-phase run, e.g. ``'ensemble U-Net + SymTC' -> 'ensemble_u_net_symtc'``."""
+    return "_".join("".join(c if c.isalnum() else " " for c in name).lower().split())
 
 
 def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed: int = 0,
