@@ -337,8 +337,8 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
         for name in PHASE1_VARIANTS:
             variant = _variant_folder(name)
             links = {kind: _collect(output / "two_phase" / variant, SUFFIXES[kind],
-                                    output / "evaluation" / variant / f"{kind}_predictions") for kind in SUFFIXES
-                     if kind in ("semantic", "instance")}
+                                    output / "evaluation" / variant / f"{kind}_predictions")
+                     for kind in ("semantic", "instance")}
             scores, per_case[name] = score_folders(output / "reference" / "semantic", links["semantic"],
                                                    output / "reference" / "instance", links["instance"])
             semantic = evaluate_folders(output / "reference" / "semantic", links["semantic"],
@@ -368,7 +368,7 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
         with open(output / "summary.json", "w") as f:
             json.dump(summary, f, indent=2)
         report = write_demo_report(output / "report.html", summary, output / "two_phase",
-                                   output / "reference" / "instance", output / "test_images", curves)
+                                   output / "reference", output / "test_images", curves)
         print(f"\nreport: {report}; per-structure tables: {output / 'evaluation'}/*/*/summary.json and *.csv; "
               f"masks, centroids and snapshots: {output / 'two_phase'}; training curves: {plots}; "
               f"this table: {output / 'summary.json'}")

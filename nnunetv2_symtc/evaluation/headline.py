@@ -79,14 +79,16 @@ def aggregate(rows: Sequence[Dict[str, float]]) -> Dict[str, float]:
 def score_folders(reference_semantic: Path, predicted_semantic: Path, reference_instance: Path,
                   predicted_instance: Path) -> Tuple[Dict[str, float], List[dict]]:
     """Score every case of four folders paired by file name; returns (aggregate, per-case rows)."""
-    from nnunetv2_symtc.evaluation.report import pair_files
+    from nnunetv2_symtc.evaluation.report import pair_files, split_ending
+    from nnunetv2_symtc.inference.inputs import SUFFIXES
     from nnunetv2_symtc.io import read_image
 
+    semantic_tag, instance_tag = (split_ending(SUFFIXES[kind])[0] for kind in ("semantic", "instance"))
     semantic_pairs = pair_files(reference_semantic, predicted_semantic)
     instance_pairs = {case: (r, p) for case, r, p in pair_files(reference_instance, predicted_instance)}
     rows = []
     for case, ref_sem, pred_sem in semantic_pairs:
-        case_instance = case.replace("seg-spine", "seg-vert")
+        case_instance = case.removesuffix(semantic_tag) + instance_tag
         if case_instance not in instance_pairs:
             raise ValueError(f"{ref_sem}: no instance mask {case_instance} in {reference_instance}")
         ref_inst, pred_inst = instance_pairs[case_instance]

@@ -92,8 +92,9 @@ def write_demo_report(path: Path, summary: dict, two_phase: Path, reference: Pat
         parts.append("<div class='cases'>")
         for image in sorted(Path(images).glob("*.nii.gz")):
             case = image.name[:-len(".nii.gz")]
-            ref = reference_snapshot(image, Path(reference).parent / "semantic" / f"{case}{SUFFIXES['semantic']}",
-                                     Path(reference) / f"{case}{SUFFIXES['instance']}", Path(scratch) / f"{case}.png")
+            ref = reference_snapshot(image, Path(reference) / "semantic" / f"{case}{SUFFIXES['semantic']}",
+                                     Path(reference) / "instance" / f"{case}{SUFFIXES['instance']}",
+                                     Path(scratch) / f"{case}.png")
             figures = [f"<figure>{_image(ref, 'reference')}<figcaption>reference</figcaption></figure>"]
             for run in runs:
                 snapshot = run / f"{case}{SUFFIXES['snapshot']}"
