@@ -7,8 +7,8 @@ import torch
 from nnunetv2_symtc.cli import main
 from nnunetv2_symtc.networks.from_plans import build_symtc
 from nnunetv2_symtc.planning import plan_msff, plan_symtc
-from nnunetv2_symtc.planning.symtc import (GIB, build_from_architecture, estimate_training_memory,
-                                           fit_configuration, symtc_patch_size)
+from nnunetv2_symtc.planning.symtc import (GIB, RECOMPUTED_TOKEN_TENSORS, build_from_architecture,
+                                           estimate_training_memory, fit_configuration, symtc_patch_size)
 from nnunetv2_symtc.trainers.recipes import WarmupCosineLR, clip_gradients_before_step, deep_supervision_weights
 
 
@@ -32,6 +32,16 @@ def test_memory_estimate_grows_with_batch_and_patch_and_fits_the_budget():
     assert fit_configuration((512, 512), (1, 1), 12, 40, max_batch_size=3)["batch_size"] == 3
     shrunk = fit_configuration((512, 512), (1, 1), 12, 3.2)
     assert shrunk["patch_size"] != [512, 512] and all(p % 16 == 0 for p in shrunk["patch_size"])
+
+
+def test_memory_estimate_counts_every_stored_attention_layer_without_recompute():
+    """``recompute=False`` keeps the internals of all 7 attention layers (one per SymTC block at
+    ``num_layers=(1, 1, 1, 1)``) instead of one recomputed layer's at a time."""
+    width = dict(embed_dim=64, num_heads=4, channels=(16, 32, 64), num_layers=(1, 1, 1, 1))
+    recomputed = estimate_training_memory((256, 256), (1, 1), 4, 12, {**width, "recompute": True})
+    stored = estimate_training_memory((256, 256), (1, 1), 4, 12, {**width, "recompute": False})
+    tokens = 256 * 256 // (16 * 16)
+    assert stored - recomputed == pytest.approx(4 * RECOMPUTED_TOKEN_TENSORS * 64 * tokens * (7 - 1) * 2.5)
 
 
 def test_plan_symtc_cli_writes_a_plans_transfer(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ DEFAULT_GPU_MEMORY_GIB = 10.0
 ACTIVATION_OVERHEAD = 1.5
 """Peak / stored activations: gradient buffers, allocator slack and workspace during backward."""
 RECOMPUTED_TOKEN_TENSORS = 60
-"""Token-width tensors live while one (recomputed) attention layer runs its backward pass."""
+"""Token-width tensors one attention layer keeps for its backward pass."""
 SYMTC_DEFAULTS = dict(embed_dim=512, num_heads=16, num_layers=(2, 2, 2, 2), channels=(32, 128, 512), alpha=100.0,
                       recompute=True)
 """SymTC's constructor defaults (the paper's network) that a width may override."""
@@ -133,11 +133,14 @@ def _meta_network(architecture: Mapping, input_channels: int, num_classes: int):
 
 @lru_cache(maxsize=256)
 def _network_sizes(architecture_json: str, input_channels: int, num_classes: int, patch_size: tuple) -> tuple:
-    """``(parameters, stored activation elements per sample, tokens per attention path)`` of a
-    plans architecture for a patch."""
+    """``(parameters, stored activation elements per sample, tokens per attention path, attention
+    layers whose internals are stored rather than recomputed)`` of a plans architecture for a patch."""
+    from nnunetv2_symtc.networks.attention import AttentionLayer
+
     network = _meta_network(json.loads(architecture_json), input_channels, num_classes)
+    stored = sum(isinstance(m, AttentionLayer) and not m.checkpoint for m in network.modules())
     return (sum(p.numel() for p in network.parameters()), network.compute_conv_feature_map_size(patch_size),
-            math.prod(patch_size) // math.prod(network.total_stride))
+            math.prod(patch_size) // math.prod(network.total_stride), stored)
 
 
 def architecture_training_memory(architecture: Mapping, patch_size: Sequence[int], batch_size: int,
@@ -146,12 +149,13 @@ def architecture_training_memory(architecture: Mapping, patch_size: Sequence[int
     """Estimated peak training memory in bytes of a SymTC plans architecture: weights, gradients
     and AdamW state (fp32, 16 bytes per parameter) plus stored activations
     (``bytes_per_activation``: ~2.5 under fp16 AMP, 4 in fp32; ``compute_conv_feature_map_size``
-    of the network) and one recomputed attention layer's internals."""
-    parameters, elements, tokens = _network_sizes(json.dumps(architecture, sort_keys=True), input_channels,
-                                                  num_classes, tuple(int(p) for p in patch_size))
+    of the network) and the attention internals: one recomputed layer's at a time, or every
+    layer's with ``recompute=False``."""
+    parameters, elements, tokens, stored_layers = _network_sizes(
+        json.dumps(architecture, sort_keys=True), input_channels, num_classes, tuple(int(p) for p in patch_size))
     embed_dim = architecture["arch_kwargs"]["embed_dim"]
-    recompute = RECOMPUTED_TOKEN_TENSORS * embed_dim * tokens
-    return batch_size * (elements * ACTIVATION_OVERHEAD + recompute) * bytes_per_activation + parameters * 16
+    attention = RECOMPUTED_TOKEN_TENSORS * embed_dim * tokens * max(1, stored_layers)
+    return batch_size * (elements * ACTIVATION_OVERHEAD + attention) * bytes_per_activation + parameters * 16
 
 
 def estimate_training_memory(patch_size: Sequence[int], spacing: Sequence[float], batch_size: int,
