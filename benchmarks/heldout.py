@@ -8,7 +8,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -72,10 +72,13 @@ def dice_per_class(reference: np.ndarray, prediction: np.ndarray, classes: List[
     return out
 
 
-def held_out_dice(trainer: nnUNetTrainer, raw: Path) -> Dict[int, float]:
+def held_out_dice(trainer: nnUNetTrainer, raw: Path,
+                  unions: Optional[Mapping[str, Sequence[int]]] = None) -> Dict[Union[int, str], float]:
     """Mean Dice per class over ``raw``'s held-out cases, predicted with the trainer's current
     weights through nnU-Net's predictor (its preprocessing, sliding window and export to the
-    original geometry; no mirroring). Restores the trainer's deep supervision and train mode."""
+    original geometry; no mirroring); with ``unions`` also the Dice of each named union of classes
+    (predicted where the union's summed probability exceeds 0.5: blind to confusions inside it).
+    Restores the trainer's deep supervision and train mode."""
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -87,15 +90,20 @@ def held_out_dice(trainer: nnUNetTrainer, raw: Path) -> Dict[int, float]:
                                         [network.state_dict()], trainer.dataset_json, type(trainer).__name__,
                                         trainer.inference_allowed_mirroring_axes)
         classes = foreground_classes(trainer.dataset_json)
-        scores: Dict[int, List[float]] = {c: [] for c in classes}
+        scores: Dict[Union[int, str], List[float]] = {}
         io = SimpleITKIO()
         for images, reference_file in held_out_cases(raw):
             data, properties = io.read_images(images)
-            prediction = predictor.predict_single_npy_array(data, properties, None, None, False)
-            reference = sitk.GetArrayFromImage(sitk.ReadImage(reference_file))
-            for c, value in dice_per_class(reference.reshape(prediction.shape), prediction, classes).items():
-                scores[c].append(value)
+            prediction, probabilities = predictor.predict_single_npy_array(data, properties, None, None, True)
+            reference = sitk.GetArrayFromImage(sitk.ReadImage(reference_file)).reshape(prediction.shape)
+            found = dict(dice_per_class(reference, prediction, classes))
+            for name, members in (unions or {}).items():
+                predicted = probabilities[members].sum(0).reshape(prediction.shape) > 0.5
+                found.update({name: value for value in dice_per_class(np.isin(reference, members), predicted,
+                                                                      [True]).values()})
+            for key, value in found.items():
+                scores.setdefault(key, []).append(value)
     finally:
         trainer.set_deep_supervision_enabled(trainer.enable_deep_supervision)
         network.train()
-    return {c: float(np.mean(v)) for c, v in scores.items() if v}
+    return {key: float(np.mean(v)) for key, v in scores.items()}
