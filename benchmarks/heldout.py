@@ -94,13 +94,15 @@ def held_out_dice(trainer: nnUNetTrainer, raw: Path,
         io = SimpleITKIO()
         for images, reference_file in held_out_cases(raw):
             data, properties = io.read_images(images)
-            prediction, probabilities = predictor.predict_single_npy_array(data, properties, None, None, True)
+            result = predictor.predict_single_npy_array(data, properties, None, None, bool(unions))
+            prediction, probabilities = result if unions else (result, None)  # probabilities: unions only
             reference = sitk.GetArrayFromImage(sitk.ReadImage(reference_file)).reshape(prediction.shape)
             found = dict(dice_per_class(reference, prediction, classes))
             for name, members in (unions or {}).items():
                 predicted = probabilities[members].sum(0).reshape(prediction.shape) > 0.5
-                found.update({name: value for value in dice_per_class(np.isin(reference, members), predicted,
-                                                                      [True]).values()})
+                union = dice_per_class(np.isin(reference, members), predicted, [True])
+                if union:  # absent from both: left out, as for classes
+                    found[name] = union[True]
             for key, value in found.items():
                 scores.setdefault(key, []).append(value)
     finally:
