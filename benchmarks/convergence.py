@@ -54,7 +54,9 @@ from heldout import held_out_cases, held_out_dice, make_trainer, nnUNetTrainerAn
 from ssm_augment_effect import prepare as prepare_ssmspine
 from ssm_augment_effect import prepared_datasets as prepared_ssmspine
 
-from nnunetv2_symtc.demo import BUDGETS, CPU_SYMTC_WIDTH, phantom_subjects, use_nnunet_folders
+from nnunetv2_symtc.demo import (BUDGETS, CPU_SYMTC_WIDTH, _plan_and_preprocess, phantom_subjects,
+                                 use_nnunet_folders)
+from nnunetv2_symtc.trainers import budget_variant
 
 METHODS_ID = 954
 HELD_OUT_SEED_OFFSET = 200_000
@@ -106,11 +108,11 @@ def curve_trainer(base: type, iterations: int, eval_every: int, seed: int, raw: 
     The name carries budget and seed, so every run has its own nnU-Net output folder."""
 
     def on_train_start(self):
-        base.on_train_start(self)
+        budgeted.on_train_start(self)
         self.curve_train_seconds, self.curve_clock = 0.0, time.perf_counter()
 
     def on_epoch_end(self):
-        base.on_epoch_end(self)  # nnU-Net's bookkeeping; increments current_epoch
+        budgeted.on_epoch_end(self)  # nnU-Net's bookkeeping; increments current_epoch
         self.curve_train_seconds += time.perf_counter() - self.curve_clock
         step = self.current_epoch * self.num_iterations_per_epoch
         dice = held_out_dice(self, raw, unions)
@@ -119,23 +121,17 @@ def curve_trainer(base: type, iterations: int, eval_every: int, seed: int, raw: 
                                ", ".join(f"{k} {dice[k]:.3f}" for k in unions if k in dice))
         self.curve_clock = time.perf_counter()
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        base.__init__(self, plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch = iterations // eval_every, eval_every
-        self.num_val_iterations_per_epoch = 1
-
-    name = f"{base.__name__}_conv{iterations}x{eval_every}s{seed}"
-    return type(name, (base,), {"__init__": __init__, "on_train_start": on_train_start,
-                                "on_epoch_end": on_epoch_end, "__module__": __name__, "__qualname__": name})
+    budgeted = budget_variant(base, f"conv{iterations}x{eval_every}s{seed}", num_epochs=iterations // eval_every,
+                              iterations_per_epoch=eval_every, val_iterations_per_epoch=1)
+    name = budgeted.__name__
+    return type(name, (budgeted,), {"on_train_start": on_train_start, "on_epoch_end": on_epoch_end,
+                                    "__module__": __name__, "__qualname__": name})
 
 
 def prepare_methods(root: Path, train_subjects: int, held_out_subjects: int) -> Path:
     """Phantom subjects (SPINEPS format) -> raw dataset with the held-out subjects in ``imagesTs``
     -> nnU-Net's 2d plan and preprocessing -> the demo's U-Net plan and the SymTC plan at the same
     patch and batch size. Reused when already there; returns the raw folder."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                      preprocess)
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     from nnunetv2_symtc.dataset_conversion.spineps import convert_spineps
@@ -156,10 +152,7 @@ def prepare_methods(root: Path, train_subjects: int, held_out_subjects: int) -> 
     write_spineps(root / "phantom_spineps", train + held_out)
     raw = convert_spineps(root / "phantom_spineps", METHODS_ID, "ConvergenceSemantic",
                           test_subjects=[s for s, _ in held_out])
-    extract_fingerprints([METHODS_ID], num_processes=2, check_dataset_integrity=False, show_progress_bar=False)
-    plan_experiments([METHODS_ID])
-    preprocess([METHODS_ID], configurations=("2d",), num_processes=(2,), show_progress_bar=False)
-    preprocessed = root / "nnUNet_preprocessed" / raw.name
+    preprocessed = _plan_and_preprocess(METHODS_ID, "2d")
     unet = resize_unet_plans(preprocessed, "nnUNetPlans", UNET_PLANS, "2d", budget.unet_features)
     unet_2d = json.loads(unet.read_text())["configurations"]["2d"]
     plan_symtc(preprocessed, "nnUNetPlans", SYMTC_PLANS, width=CPU_SYMTC_WIDTH, configurations=["2d"],
