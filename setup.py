@@ -67,6 +67,8 @@ setup(
         "scipy",
         "scikit-image",
         "dynamic-network-architectures",
+        "acvl-utils",  # inference/two_phase.py: nnU-Net's pad_nd_image
+        "connected-components-3d",  # cc3d, losses/size_adaptive.py
         "tqdm",
         "matplotlib",
     ],

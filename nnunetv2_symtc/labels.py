@@ -76,25 +76,19 @@ LEFT_RIGHT_PAIRS: Tuple[Tuple[int, int], ...] = (
 SPINEPS_DISC_OFFSET = 100
 SPINEPS_ENDPLATE_OFFSET = 200
 SACRUM_ID = 26
-L1_ID, L5_ID, L6_ID = 20, 24, 25
+T12_ID = 19
+L1_ID, L3_ID, L5_ID, L6_ID = 20, 22, 24, 25
 T13_ID = 28
 
 _CERVICAL = {i: f"C{i}" for i in range(1, 8)}
 _THORACIC = {7 + i: f"T{i}" for i in range(1, 13)}
-_LUMBAR = {19 + i: f"L{i}" for i in range(1, 7)}
+_LUMBAR = {T12_ID + i: f"L{i}" for i in range(1, 7)}
 VERTEBRA_NAMES: Dict[int, str] = {**_CERVICAL, **_THORACIC, T13_ID: "T13", **_LUMBAR, SACRUM_ID: "S1"}
 """SPINEPS vertebra id -> level name."""
 
-VERTEBRA_IDS_TOP_TO_BOTTOM: Tuple[int, ...] = tuple(range(1, 20)) + (T13_ID,) + tuple(range(20, 26)) + (SACRUM_ID,)
+VERTEBRA_IDS_TOP_TO_BOTTOM: Tuple[int, ...] = (tuple(range(1, T12_ID + 1)) + (T13_ID,) + tuple(range(L1_ID, L6_ID + 1))
+                                                + (SACRUM_ID,))
 """Every SPINEPS vertebra id in anatomical order, cranial first (T13 and L6 are rare variants)."""
-
-
-def vertebra_name(vertebra_id: int) -> str:
-    """Level name of a SPINEPS vertebra id, e.g. ``20 -> 'L1'``; raises ``ValueError`` if invalid."""
-    try:
-        return VERTEBRA_NAMES[int(vertebra_id)]
-    except KeyError:
-        raise ValueError(f"{vertebra_id} is not a SPINEPS vertebra id (valid: 1-28)") from None
 
 
 def instance_value_name(value: int) -> str:
@@ -465,7 +459,7 @@ VERTEBRA_INSTANCE_IDS: Tuple[int, ...] = tuple(v for v in VERTEBRA_IDS_TOP_TO_BO
 def vertebra_id_above(vertebra_id: int) -> Optional[int]:
     """The id of the vertebra directly above ``vertebra_id`` in the standard sequence without the
     T13/L6 variants (C2 -> C1, L1 -> T12, T13 -> T12, L6 -> L5, sacrum -> L5); ``None`` for C1."""
-    variants = {T13_ID: 19, L6_ID: L5_ID}
+    variants = {T13_ID: T12_ID, L6_ID: L5_ID}
     if int(vertebra_id) in variants:
         return variants[int(vertebra_id)]
     order = [v for v in VERTEBRA_IDS_TOP_TO_BOTTOM if v not in variants]

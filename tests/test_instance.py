@@ -252,17 +252,21 @@ def test_instance_dataset_from_phantom(tmp_path):
                for fold in splits)
 
 
-def _fake_model(folder: Path, labels: dict, instance_spec: dict = None, folds=("0",)):
-    """A model folder with the files our checks read (the checks run before any checkpoint is loaded)."""
+def _fake_model(folder: Path, labels: dict, instance_spec: dict = None, folds=("0",), configuration="3d_fullres"):
+    """A model folder with the files our checks read: dataset.json, plans.json (a 2D and a 3D
+    configuration) and checkpoints holding only the configuration they were trained with."""
+    import torch
+
     folder.mkdir(parents=True)
     dataset_json = {"labels": labels, "channel_names": {"0": "T2w"}}
     if instance_spec is not None:
         dataset_json["symtc_instance"] = instance_spec
     (folder / "dataset.json").write_text(json.dumps(dataset_json))
-    (folder / "plans.json").write_text(json.dumps({"configurations": {}}))
+    plans = {"configurations": {"2d": {"patch_size": [32, 32]}, "3d_fullres": {"patch_size": [8, 32, 32]}}}
+    (folder / "plans.json").write_text(json.dumps(plans))
     for f in folds:
         (folder / f"fold_{f}").mkdir()
-        (folder / f"fold_{f}" / "checkpoint_final.pth").write_bytes(b"")
+        torch.save({"init_args": {"configuration": configuration}}, folder / f"fold_{f}" / "checkpoint_final.pth")
     return folder
 
 
@@ -281,6 +285,27 @@ def test_predictor_refuses_mismatched_or_missing_models(tmp_path):
         TwoPhasePredictor([semantic], instance, PredictionSettings(folds=["3"], device="cpu"))
     with pytest.raises(ValueError, match="symtc_instance"):
         TwoPhasePredictor([semantic], semantic, PredictionSettings(folds=["0"], device="cpu"))
+
+
+def test_predictor_reads_the_model_dimension_from_checkpoint_and_plans(tmp_path):
+    """The semantic model's dimension comes from the configuration its checkpoint was trained with,
+    looked up in its plans (never from the folder name); a model that does not say is refused."""
+    import torch
+
+    spineps = spineps_semantic_map().dataset_json_labels()
+    spec = Phase2Spec(SMALL_CUTOUT, "spineps", spineps).to_json()
+    instance = _fake_model(tmp_path / "instance", {"background": 0, "above": 1, "centre": 2, "below": 3}, spec)
+    settings = PredictionSettings(folds=["0"], device="cpu")
+    for configuration, dim in (("2d", 2), ("3d_fullres", 3)):
+        semantic = _fake_model(tmp_path / f"unparsable_name_{configuration}", spineps, configuration=configuration)
+        assert TwoPhasePredictor([semantic], instance, settings).model_dim == dim
+    unknown = _fake_model(tmp_path / "Trainer__Plans__2d", spineps, configuration="3d_lowres")
+    with pytest.raises(OSError, match=r"plans.json: no configuration '3d_lowres'"):
+        TwoPhasePredictor([unknown], instance, settings)
+    silent = _fake_model(tmp_path / "Trainer__Plans__3d_fullres", spineps)
+    torch.save({"network_weights": {}}, silent / "fold_0" / "checkpoint_final.pth")
+    with pytest.raises(OSError, match=r"fold_0/checkpoint_final.pth: not an nnU-Net checkpoint"):
+        TwoPhasePredictor([silent], instance, settings)
 
 
 def test_bad_inputs_are_refused_before_any_model(tmp_path, phantom):

@@ -1,4 +1,5 @@
 """``symtc instance-dataset``: derive a phase-2 (vertebra-instance) nnU-Net dataset from ground truth."""
+from nnunetv2_symtc import labels as L
 from nnunetv2_symtc.cli import add_subcommand
 
 EXAMPLE = "symtc instance-dataset -i /data/bids -d 302 --cutout-mm 105.6 228 186 --spacing 1.65 0.75 0.75"
@@ -25,8 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--spacing", nargs=3, type=float, default=None, metavar=("LR", "SI", "AP"),
                         help="working spacing in mm (default 1.65 0.75 0.75)")
     parser.add_argument("--with-image", action="store_true", help="add the image as the last input channel")
-    parser.add_argument("--lowest-vertebra", type=int, default=24,
-                        help="naming convention of this data when no sacrum is in view: id of the lowest vertebra")
+    parser.add_argument("--lowest-vertebra", type=int, default=L.L5_ID,
+                        help="naming convention of this data when no sacrum is in view: id of the lowest vertebra "
+                             f"(default {L.L5_ID} = L5)")
     parser.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping the subject")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
     parser.set_defaults(func=run)

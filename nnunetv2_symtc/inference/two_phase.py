@@ -45,13 +45,24 @@ def _checked_folds(folder: Path, folds: Optional[Sequence[str]], checkpoint: str
     return [str(f) for f in folds]
 
 
-def _model_dim(folder: Path) -> int:
+def _model_dim(folder: Path, folds: Sequence[str], checkpoint: str) -> int:
+    """Spatial dimension (2 or 3) of a trained model: its checkpoint's configuration (what nnU-Net's
+    predictor loads, ``init_args['configuration']``) looked up in its ``plans.json``. Raises
+    ``InputFileError`` naming the file when either does not say."""
+    import torch
+
+    path = folder / f"fold_{folds[0]}" / checkpoint
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        configuration = saved["init_args"]["configuration"]
+    except (KeyError, TypeError, RuntimeError, OSError) as error:
+        raise InputFileError(f"{path}: not an nnU-Net checkpoint with init_args['configuration'] ({error!r})") from None
     with open(folder / "plans.json") as f:
-        plans = json.load(f)
-    trainer_plans_config = folder.name.split("__")
-    config = trainer_plans_config[-1] if len(trainer_plans_config) == 3 else None
-    configuration = plans["configurations"].get(config) if config else None
-    return len(configuration["patch_size"]) if configuration else 3
+        configurations = json.load(f)["configurations"]
+    if configuration not in configurations or "patch_size" not in configurations[configuration]:
+        raise InputFileError(f"{folder / 'plans.json'}: no configuration {configuration!r} with a patch_size "
+                             f"(the configuration {path} was trained with)")
+    return len(configurations[configuration]["patch_size"])
 
 
 @dataclass
@@ -94,7 +105,9 @@ class TwoPhasePredictor:
         self.label_map = phase1_label_map(self.spec.scheme, self.spec.phase1_labels)
         self.num_channels: Optional[int] = len(semantic_jsons[0]["channel_names"]) if semantic_jsons else None
         """Image channels the semantic models read (``None`` without semantic models: any)."""
-        self.model_dim = max((_model_dim(p) for p in self.semantic_folders), default=3)
+        self.model_dim = max((_model_dim(p, f, settings.checkpoint) for p, f in zip(self.semantic_folders,
+                                                                                   self.semantic_folds)), default=3)
+        """Largest spatial dimension of the semantic models (3 without them: 3D cases required)."""
         self._semantic_predictors = None
         self._instance_predictor = None
 

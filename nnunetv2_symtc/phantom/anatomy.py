@@ -17,7 +17,7 @@ import numpy as np
 
 from nnunetv2_symtc import labels as L
 
-SPINE_LEVELS: Tuple[int, ...] = (19, 20, 21, 22, 23, 24)
+SPINE_LEVELS: Tuple[int, ...] = (L.T12_ID,) + tuple(range(L.L1_ID, L.L5_ID + 1))
 """SPINEPS ids modelled above the sacrum: T12, L1–L5."""
 TRANSITIONAL_VERTEBRAE: Tuple[int, ...] = (L.T13_ID, L.L6_ID)
 """Transitional vertebrae the phantom can add: a T13 (28) between T12 and L1, or an L6 (25,

@@ -32,7 +32,7 @@ from nnunetv2_symtc.phantom import mri
 
 IMAGE_SIZE = 512
 BONE_POINTS, DISC_POINTS, DISC_POINTS_IN_SHAPE = 236, 176, 56
-LUMBAR_IDS = (20, 21, 22, 23, 24)
+LUMBAR_IDS = tuple(range(L.L1_ID, L.L5_ID + 1))
 
 
 def ssmspine_split(n_patients: int, n_test: Optional[int] = None) -> List[Tuple[int, str]]:
@@ -81,12 +81,12 @@ def generate_ssmspine_sample(seed: int, patient: int, aug: int) -> Dict[str, np.
     anatomy = replace(anatomy, texture_seed=int(texture_rng.integers(2 ** 31)), midline_x=0.0, scoliosis=0.0,
                       nucleus_brightness=tuple(texture_rng.uniform(0.7, 1.0, size=len(anatomy.nucleus_brightness))))
     spacing = float(texture_rng.uniform(0.55, 0.65))
-    l3 = anatomy.bone(22)
+    l3 = anatomy.bone(L.L3_ID)
     half = (IMAGE_SIZE - 1) / 2 * spacing
     shift_y, shift_z = shape_rng.uniform(-12.0, 12.0, size=2)
     origin = (0.0, l3.centre_yz[0] + 25.0 - half + shift_y, l3.centre_yz[1] - 15.0 + half + shift_z)
     geometry = P.pir_geometry((4.0, spacing, spacing), origin)
-    first_bone = next(i for i, b in enumerate(anatomy.bones) if b.vertebra_id == 19)
+    first_bone = next(i for i, b in enumerate(anatomy.bones) if b.vertebra_id == L.T12_ID)
     raster = P.rasterise(anatomy, geometry, (1, IMAGE_SIZE, IMAGE_SIZE), supersample=3, first_bone=first_bone)
 
     noise = float(texture_rng.uniform(0.015, 0.04))
