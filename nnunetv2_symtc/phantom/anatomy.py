@@ -136,6 +136,37 @@ class SpineAnatomy:
         return next(b for b in self.bones if b.vertebra_id == vertebra_id and b.sacral_index <= 0)
 
 
+@dataclass(frozen=True)
+class ShapeVariation:
+    """Controlled anatomical variation on top of the random draw (all empty: the plain random spine).
+
+    ``disc_height_factors``: (id of the vertebra above the disc, factor) pairs scaling that disc's
+    height (a degenerated disc: e.g. 0.45; its nucleus signal is scaled by the factor too when
+    below 1); ``body_height_factors``: (vertebra id, factor) pairs scaling a vertebral body's
+    height; ``slips_mm``: (vertebra id, mm) pairs moving that vertebra and everything above it
+    anteriorly along the superior endplate of the bone below (spondylolisthesis);
+    ``lordosis_scale``: replaces the random scale of every segmental lordosis angle (0.3: flat,
+    1.0: the mean, 1.6: deep). Variation never changes the random stream, so a seed draws the same
+    spine with and without it, apart from the varied shapes.
+    """
+
+    disc_height_factors: Tuple[Tuple[int, float], ...] = ()
+    body_height_factors: Tuple[Tuple[int, float], ...] = ()
+    slips_mm: Tuple[Tuple[int, float], ...] = ()
+    lordosis_scale: Optional[float] = None
+
+    def check(self, levels: Sequence[int]) -> None:
+        """``ValueError`` for ids not among ``levels`` (SPINEPS ids above the sacrum) or non-positive factors."""
+        for name in ("disc_height_factors", "body_height_factors", "slips_mm"):
+            for vertebra_id, value in getattr(self, name):
+                if vertebra_id not in levels:
+                    raise ValueError(f"{name}: vertebra id {vertebra_id} is not modelled (choose from {tuple(levels)})")
+                if name != "slips_mm" and value <= 0:
+                    raise ValueError(f"{name}: the factor for vertebra {vertebra_id} must be positive, got {value}")
+        if self.lordosis_scale is not None and self.lordosis_scale < 0:
+            raise ValueError(f"lordosis_scale must be >= 0, got {self.lordosis_scale}")
+
+
 def _rotated(bone: Bone, delta: float) -> Bone:
     """``bone`` rotated by ``delta`` radians about the world origin in the sagittal plane."""
     y, z = bone.centre_yz
@@ -144,18 +175,25 @@ def _rotated(bone: Bone, delta: float) -> Bone:
 
 
 def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0,
-                   transitional_vertebra: Optional[int] = None) -> SpineAnatomy:
+                   transitional_vertebra: Optional[int] = None,
+                   variation: ShapeVariation = ShapeVariation()) -> SpineAnatomy:
     """Draw a random lumbar spine (T12 to S5) with lordosis, size variation and pose; with
-    ``transitional_vertebra`` (``TRANSITIONAL_VERTEBRAE``) a T13 or an L6 as well.
+    ``transitional_vertebra`` (``TRANSITIONAL_VERTEBRAE``) a T13 or an L6 as well, with
+    ``variation`` thin discs, short bodies, slips or a set lordosis (``ShapeVariation``).
 
     World placement: the S1 superior endplate centre sits near the world origin; the caller
     places the field of view around the anatomy. Without a transitional vertebra the random
     stream is the same as it always was (same seed, same subject).
     """
     levels = spine_levels(transitional_vertebra)
+    variation.check(levels)
+    disc_factors, body_factors = dict(variation.disc_height_factors), dict(variation.body_height_factors)
+    slips = dict(variation.slips_mm)
     rows = _size_rows(levels)
     scale = rng.uniform(0.9, 1.1)
     lordosis_scale = rng.uniform(0.8, 1.15)
+    if variation.lordosis_scale is not None:
+        lordosis_scale = variation.lordosis_scale
     sacral_slope = np.deg2rad(40.0)  # provisional: the balance rotation below sets the final slope
     tilt = np.deg2rad(rng.uniform(-pose_deg, pose_deg) - 8.0)  # L1 slightly anterior of S1 (supine)
 
@@ -172,10 +210,12 @@ def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0,
         if L.L1_ID <= vertebra_id <= L.L6_ID:  # lordosis: L1 to S1
             lordosis += seg
         angle = angle_below + seg
-        disc_h = _DISC_HEIGHT[level] * scale * jitter[0]
+        disc_h = _DISC_HEIGHT[level] * scale * jitter[0] * disc_factors.get(vertebra_id, 1.0)
         disc_axis_angle = (angle + angle_below) / 2
         bottom = top_of_below + disc_h * np.array([np.sin(disc_axis_angle), np.cos(disc_axis_angle)])
-        height = _BODY_HEIGHT[level] * scale * jitter[1]
+        # Anterior slip along the superior endplate of the bone below (its local -t axis).
+        bottom = bottom - slips.get(vertebra_id, 0.0) * np.array([np.cos(angle_below), -np.sin(angle_below)])
+        height = _BODY_HEIGHT[level] * scale * jitter[1] * body_factors.get(vertebra_id, 1.0)
         centre = bottom + height / 2 * np.array([np.sin(angle), np.cos(angle)])
         bones_up.append(Bone(
             vertebra_id=vertebra_id, centre_yz=(float(centre[0]), float(centre[1])), angle=float(angle),
@@ -222,7 +262,8 @@ def sample_anatomy(rng: np.random.Generator, pose_deg: float = 6.0,
         muscle_depth=float(rng.uniform(8.0, 18.0)), fat_depth=float(rng.uniform(12.0, 40.0)),
         aorta_x=float(rng.uniform(10.0, 20.0)), texture_seed=int(rng.integers(2 ** 31)),
         lordosis_deg=float(np.rad2deg(lordosis)),
-        nucleus_brightness=tuple(float(b) for b in rng.uniform(0.7, 1.0, size=len(levels))))
+        nucleus_brightness=tuple(float(b) * min(disc_factors.get(v, 1.0), 1.0)
+                                 for b, v in zip(rng.uniform(0.7, 1.0, size=len(levels)), levels)))
 
 
 def midline_x(anatomy: SpineAnatomy, z: np.ndarray) -> np.ndarray:

@@ -56,6 +56,8 @@ class PhantomConfig:
     bias: float = 0.25
     pose_deg: float = 6.0
     transitional_vertebra: Optional[int] = None
+    variation: A.ShapeVariation = A.ShapeVariation()
+    """Controlled shape variation (thin discs, short bodies, slips, set lordosis; ``anatomy.ShapeVariation``)."""
 
     def __post_init__(self):
         unknown = [s for s in self.sequences if s not in mri.SEQUENCES]
@@ -193,7 +195,7 @@ def _edge_ids(vert_mask: np.ndarray) -> Tuple[int, ...]:
 def generate_subject(seed: int, config: PhantomConfig = PhantomConfig()) -> PhantomSubject:
     """Draw one subject deterministically from ``seed``: anatomy, field of view, images, labels."""
     rng = np.random.default_rng([int(seed), _SEED_SALT])
-    anatomy = A.sample_anatomy(rng, config.pose_deg, config.transitional_vertebra)
+    anatomy = A.sample_anatomy(rng, config.pose_deg, config.transitional_vertebra, config.variation)
     spacing = _spacing(config, rng)
     origin, shape = field_of_view(anatomy, config, spacing, rng)
     geometry = P.pir_geometry(spacing, origin)
