@@ -50,7 +50,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from heldout import held_out_cases, held_out_dice, make_trainer, nnUNetTrainerAnatomy, seed_everything
+from heldout import held_out_cases, held_out_dice, make_trainer, seed_everything
 from ssm_augment_effect import prepare as prepare_ssmspine
 from ssm_augment_effect import prepared_datasets as prepared_ssmspine
 
@@ -89,15 +89,13 @@ ARMS: Dict[str, Arm] = {
 
 
 def trainer_base(name: str) -> type:
-    """The trainer class called ``name`` (nnU-Net's, ours, or the benchmarks' CE baseline)."""
+    """The trainer class called ``name`` (nnU-Net's default or one of ours)."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from nnunetv2_symtc import trainers
 
     if name == "nnUNetTrainer":
         return nnUNetTrainer
-    if name == "nnUNetTrainerAnatomy":
-        return nnUNetTrainerAnatomy
     return getattr(trainers, name)
 
 

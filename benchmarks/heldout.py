@@ -1,5 +1,7 @@
 """Shared pieces of the training benchmarks: trainer set-up from a preprocessed dataset, and Dice
-of a trainer's current weights on a raw dataset's held-out ``imagesTs``/``labelsTs``.
+of a trainer's current weights on a raw dataset's held-out ``imagesTs``/``labelsTs``. The CE
+baseline ``nnUNetTrainerAnatomy`` is a registered trainer (``nnunetv2_symtc.trainers.baseline``),
+re-exported here for the benchmark scripts.
 
 Imported by ``ssm_augment_effect.py``, ``size_adaptive_vs_default.py`` and ``convergence.py``
 (run as scripts, so this folder is on ``sys.path``).
@@ -15,12 +17,7 @@ import SimpleITK as sitk
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_symtc.trainers.anatomy import AnatomicalAugmentationMixin
-
-
-class nnUNetTrainerAnatomy(AnatomicalAugmentationMixin, nnUNetTrainer):
-    """The CE baseline of the loss comparisons: nnU-Net's trainer with our anatomy-safe
-    augmentation, so that it differs from ``nnUNetTrainerSizeAdaptiveCE`` only in the CE term."""
+from nnunetv2_symtc.trainers.baseline import nnUNetTrainerAnatomy  # noqa: F401  (the CE baseline, registered)
 
 
 def seed_everything(seed: int) -> None:

@@ -13,8 +13,9 @@
 7. print the table and write ``summary.json`` and ``report.html``.
 
 Everything (nnU-Net folders included) goes below the output folder, so the demo never touches a
-user's own nnU-Net datasets. Trainers run in this process with the budget set on the instance:
-result folders carry the real trainer and plans names, so the models load like any other
+user's own nnU-Net datasets. Each model is trained by its role's budget variant
+(``nnunetv2_symtc.trainers.demo``, e.g. ``SymTCTrainer_lr1en3_demo_cpu``): result folders carry the
+trainer that set their budget and the plans names, so the models load like any other
 (``symtc predict --semantic-model <folder>``).
 
 Honesty rules of the budgets: test subjects come from seeds no training or tuning run used
@@ -33,9 +34,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from nnunetv2_symtc.phantom import PhantomConfig
+from nnunetv2_symtc.trainers.demo import DEMO_TRAINING, demo_trainer_name
 
 SEMANTIC_ID, INSTANCE_ID = 971, 973
-UNET_TRAINER, SYMTC_TRAINER, INSTANCE_TRAINER = "nnUNetTrainerSizeAdaptiveCE", "SymTCTrainer_lr1en3", "SpinepsInstanceTrainer"
 UNET_PLANS, SYMTC_PLANS, INSTANCE_PLANS = "nnUNetPlans_demo", "nnUNetPlans_SymTC_demo", "nnUNetPlans_demo"
 TEST_SEED_OFFSET = 100_000
 """Test subject ``i`` is drawn with seed ``seed + TEST_SEED_OFFSET + i``: never trained or tuned on."""
@@ -52,8 +53,9 @@ PHASE1_VARIANTS = {"U-Net (size-adaptive CE)": ("unet",), "SymTC": ("symtc",), "
 class DemoBudget:
     """Data size, plans and training budget of one demo run.
 
-    ``training`` maps each role of ``ROLES`` to (epochs, training iterations per epoch); validation
-    runs ``max(1, iterations // 10)`` iterations per epoch. ``unet_features`` replaces the phase-1
+    ``training`` maps each role of ``ROLES`` to (epochs, training iterations per epoch), the budget
+    of its trainer ``trainers.demo.demo_trainer_name(role, name)``; validation runs
+    ``max(1, iterations // 10)`` iterations per epoch. ``unet_features replaces the phase-1
     U-Net plan's features per stage (None: nnU-Net's), ``symtc_width`` is a ``plan_symtc`` width
     (preset name or keyword dict), ``symtc_batch_size`` its batch (None: fitted to
     ``gpu_memory_gib``). Phase 2 runs in ``phase2_configuration`` (``2d``: sagittal slices of the
@@ -93,18 +95,18 @@ activations stored, not recomputed: memory is no concern at this size and it sav
 BUDGETS: Dict[str, DemoBudget] = {
     # A wiring check in a few minutes; the models are not expected to learn anything.
     "tiny": DemoBudget("tiny", 5, 1, PhantomConfig.tiny(), (60.0, 120.0, 120.0), (4.0, 3.0, 3.0),
-                       dict.fromkeys(ROLES, (1, 2)), unet_features=None, symtc_width="tiny",
+                       DEMO_TRAINING["tiny"], unet_features=None, symtc_width="tiny",
                        symtc_batch_size=2, phase2_configuration="2d", phase2_batch_size=8,
                        seconds_per_iteration=dict.fromkeys(ROLES, 1.0), fixed_seconds=120),
     # The default on a CPU, <= 15 min on 2 cores (choices made on validation subjects).
     "cpu": DemoBudget("cpu", 16, 4, PhantomConfig.tiny(spacing_zyx=(4.0, 2.0, 2.0)), (60.0, 120.0, 120.0),
-                      (4.0, 2.0, 2.0), {"unet": (16, 50), "symtc": (18, 30), "phase2": (10, 30)},
+                      (4.0, 2.0, 2.0), DEMO_TRAINING["cpu"],
                       unet_features=(16, 32, 64, 128, 256), symtc_width=CPU_SYMTC_WIDTH, symtc_batch_size=8,
                       phase2_configuration="2d", phase2_batch_size=16,
                       seconds_per_iteration={"unet": 0.33, "symtc": 0.56, "phase2": 0.32}, fixed_seconds=100),
     # Realistic resolution and budgets for a GPU, with the paper's SymTC_s width (estimated times).
     "full": DemoBudget("full", 40, 8, PhantomConfig(), (105.6, 228.0, 186.0), (3.3, 1.0, 1.0),
-                       dict.fromkeys(ROLES, (100, 250)), unet_features=None, symtc_width="small",
+                       DEMO_TRAINING["full"], unet_features=None, symtc_width="small",
                        symtc_batch_size=None, phase2_configuration="3d_fullres", phase2_batch_size=None,
                        seconds_per_iteration={"unet": 0.15, "symtc": 0.5, "phase2": 0.3},
                        fixed_seconds=900, gpu_memory_gib=40.0),
@@ -203,18 +205,14 @@ def _write_phase1_plans(preprocessed: Path, budget: DemoBudget) -> Dict[str, dic
     return {role: json.loads(path.read_text())["configurations"]["2d"] for role, path in (("unet", unet), ("symtc", symtc))}
 
 
-def _train(dataset_id: int, configuration: str, trainer_name: str, plans: str, epochs: int, iterations: int,
-           device: str) -> Path:
-    """Train on every case (nnU-Net fold ``all``) for ``epochs`` x ``iterations``; returns the model
-    folder. The training log is nnU-Net's own (``training_log_*.txt`` in the fold folder)."""
+def _train(dataset_id: int, configuration: str, trainer_name: str, plans: str, device: str) -> Path:
+    """Train on every case (nnU-Net fold ``all``) with the budget of ``trainer_name``; returns the
+    model folder. The training log is nnU-Net's own (``training_log_*.txt`` in the fold folder)."""
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
 
     trainer = get_trainer_from_args(str(dataset_id), configuration, "all", trainer_name, plans,
                                     device=torch.device(device))
-    trainer.num_epochs = epochs
-    trainer.num_iterations_per_epoch = iterations
-    trainer.num_val_iterations_per_epoch = max(1, iterations // 10)
     trainer.run_training()
     return Path(trainer.output_folder).parent
 
@@ -310,15 +308,16 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
                   f"features {kwargs.get('features_per_stage') or kwargs.get('channels')}")
 
     with log.stage("Train"):
-        jobs = {"unet": ("phase 1 U-Net 2d", SEMANTIC_ID, "2d", UNET_TRAINER, UNET_PLANS),
-                "symtc": ("phase 1 SymTC 2d", SEMANTIC_ID, "2d", SYMTC_TRAINER, SYMTC_PLANS),
+        jobs = {"unet": ("phase 1 U-Net 2d", SEMANTIC_ID, "2d", UNET_PLANS),
+                "symtc": ("phase 1 SymTC 2d", SEMANTIC_ID, "2d", SYMTC_PLANS),
                 "phase2": (f"phase 2 instance {budget.phase2_configuration}", INSTANCE_ID,
-                           budget.phase2_configuration, INSTANCE_TRAINER, INSTANCE_PLANS)}
-        for role, (title, dataset_id, configuration, trainer, plans) in jobs.items():
+                           budget.phase2_configuration, INSTANCE_PLANS)}
+        for role, (title, dataset_id, configuration, plans) in jobs.items():
             epochs, iterations = budget.training[role]
+            trainer = demo_trainer_name(role, budget.name)
             start = time.perf_counter()
             print(f"\n-- training {title}: {trainer} with {plans} ({epochs} epochs x {iterations} iterations)", flush=True)
-            models[role] = _train(dataset_id, configuration, trainer, plans, epochs, iterations, device)
+            models[role] = _train(dataset_id, configuration, trainer, plans, device)
             print(f"-- {title}: {time.perf_counter() - start:.0f} s -> {models[role]}", flush=True)
 
     settings = PredictionSettings(folds=("all",), device=device)

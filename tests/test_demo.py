@@ -69,3 +69,28 @@ def test_budgets_estimate_their_duration():
     cpu = BUDGETS["cpu"]
     assert 5 * 60 < cpu.expected_seconds() <= 15 * 60  # the CPU demo promises <= 15 min on 2 cores
     assert BUDGETS["full"].expected_seconds() > cpu.expected_seconds()
+
+
+def test_demo_trainers_carry_each_budgets_training(monkeypatch):
+    """Every (budget, role) trains with its own registered trainer, which sets that budget."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunetv2_symtc import trainers
+    from nnunetv2_symtc.trainers.demo import DEMO_BASES, demo_trainer_name
+
+    for base in DEMO_BASES.values():  # the budget is what the variant adds on top of its base
+        monkeypatch.setattr(base, "__init__", lambda self, *args, **kwargs: None)
+    names = set()
+    for budget in BUDGETS.values():
+        for role in ROLES:
+            name = demo_trainer_name(role, budget.name)
+            trainer = getattr(trainers, name)
+            assert name in trainers.__all__ and issubclass(trainer, DEMO_BASES[role])
+            assert issubclass(trainer, nnUNetTrainer) and name.endswith(f"_demo_{budget.name}")
+            instance = trainer({}, "2d", "all", {}, torch.device("cpu"))
+            epochs, iterations = budget.training[role]
+            assert (instance.num_epochs, instance.num_iterations_per_epoch) == (epochs, iterations)
+            assert instance.num_val_iterations_per_epoch == max(1, iterations // 10)
+            names.add(name)
+    assert len(names) == len(BUDGETS) * len(ROLES)

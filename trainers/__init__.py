@@ -14,6 +14,9 @@ from nnunetv2_symtc.trainers.msff import (MSFFUNetTrainer, MSFFUNetTrainer_tiny,
 from nnunetv2_symtc.trainers.symtc import *  # noqa: F401,F403  (the names in SYMTC_TRAINERS)
 from nnunetv2_symtc.trainers.symtc import SYMTC_TRAINERS
 from nnunetv2_symtc.trainers.instance import SpinepsInstanceTrainer, SpinepsInstanceTrainer_tiny
+from nnunetv2_symtc.trainers.baseline import nnUNetTrainerAnatomy
+from nnunetv2_symtc.trainers.demo import *  # noqa: F401,F403  (the names in DEMO_TRAINERS)
+from nnunetv2_symtc.trainers.demo import DEMO_TRAINERS
 
 __all__ = [
     "nnUNetTrainerSizeAdaptiveCE", "nnUNetTrainerSizeAdaptiveCE_tiny", "MSFFUNetTrainer", "MSFFUNetTrainer_tiny",
@@ -21,4 +24,6 @@ __all__ = [
     "SymTCTrainerSizeAdaptiveCE", "SymTCTrainerSizeAdaptiveCE_tiny",
     *SYMTC_TRAINERS,
     "SpinepsInstanceTrainer", "SpinepsInstanceTrainer_tiny",
+    "nnUNetTrainerAnatomy",
+    *DEMO_TRAINERS,
 ]
