@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES = (
     "plan_symtc",
     "instance_dataset",
     "predict",
+    "measure",
     "postprocess",
     "demo",
 )

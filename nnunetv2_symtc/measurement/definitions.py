@@ -24,11 +24,16 @@ CANAL_FIELDS: Tuple[str, ...] = ("canal_ap_body_mm", "canal_ap_disc_mm")
 LEVEL_FIELDS: Tuple[str, ...] = BODY_FIELDS + DISC_FIELDS + ALIGNMENT_FIELDS + CANAL_FIELDS
 """Every per-level measurement, in table order (the unit ends the name; ``disc_*``, the segmental
 angle, the slip and ``canal_ap_disc_mm`` belong to the disc below the level's vertebra)."""
+ENDPLATE_FRACTION = 0.7
+"""Share of a body's anteroposterior extent, centred, whose surface an endplate line is fitted
+to (the rounded rims outside it are left out)."""
 THIRDS: Tuple[str, ...] = ("anterior", "middle", "posterior")
 THIRD_LINES = np.linspace(0.25, 0.75, 5)
 """Positions (fractions of a third) of the lines whose mean length is a third's height."""
-SLIP_DEPTH_MM = 3.0
-"""How far inside each body (mm, from the disc surface) the slip is read on its posterior wall."""
+SLIP_DEPTHS_MM = np.linspace(2.5, 4.5, 5)
+"""How far inside each body (mm, from the disc surface) the slip is read on the posterior walls (mean)."""
+CHORD_OFFSETS_MM = np.linspace(-2.0, 2.0, 5)
+"""Offsets (mm, along the superior axis) of the parallel chords whose mean length is the body depth."""
 
 
 @dataclass
@@ -128,7 +133,11 @@ def _body(v: VertebraGeometry, values: Dict, reasons: Dict) -> None:
         reason = "the body's mid-height chord " + ("reaches the field-of-view edge" if chord else "misses the body")
         reasons.update({f: reason for f in ("body_depth_mm",) + tuple(f"body_{t}_height_mm" for t in THIRDS)})
         return
-    values["body_depth_mm"] = chord.length
+    chords = [run_through(v.body, v.centre + offset * superior, posterior) for offset in CHORD_OFFSETS_MM]
+    if any(c is None or c.cut for c in chords):
+        reasons["body_depth_mm"] = "a mid-height chord reaches the field-of-view edge or misses the body"
+    else:
+        values["body_depth_mm"] = float(np.mean([c.length for c in chords]))
     for third, name in enumerate(THIRDS):
         runs = [run_through(v.body, p, superior) for p in _third_points(v.centre, posterior, chord, third)]
         if any(r is None or r.cut for r in runs):
@@ -186,22 +195,25 @@ def _disc(d: DiscGeometry, upper: VertebraGeometry, lower: Optional[VertebraGeom
 
 def _slip(d: DiscGeometry, lower: VertebraGeometry, middle, values: Dict, reasons: Dict) -> None:
     """Anterior slip of the upper body over the lower one: the distance, along the lower
-    superior endplate, between their posterior walls, each read ``SLIP_DEPTH_MM`` inside the body
-    from the disc's middle line; in % of the lower body's length along that line."""
+    superior endplate, between their posterior walls, read on lines parallel to that endplate
+    ``SLIP_DEPTHS_MM`` inside each body from the disc's middle line (mean); in % of the lower
+    body's length along those lines."""
     if middle is None:
         reasons.update({f: "needs the disc's middle height" for f in ("slip_mm", "slip_percent")})
         return
     point, superior, up, down = middle
     along = lower.superior_endplate
-    upper_start = point + (up + SLIP_DEPTH_MM) * superior
-    lower_start = point - (down + SLIP_DEPTH_MM) * superior
-    upper_run, lower_run = run_through(d.upper_body, upper_start, along), run_through(d.lower_body, lower_start, along)
-    if upper_run is None or lower_run is None or upper_run.cut or lower_run.cut:
-        reasons.update({f: "a body is too thin or cut where the slip is read" for f in ("slip_mm", "slip_percent")})
-        return
-    slip = float((lower_start - upper_start) @ along + lower_run.high - upper_run.high)
-    values["slip_mm"] = slip
-    values["slip_percent"] = 100.0 * slip / lower_run.length
+    slips, lengths = [], []
+    for depth in SLIP_DEPTHS_MM:
+        upper_start, lower_start = point + (up + depth) * superior, point - (down + depth) * superior
+        upper_run, lower_run = run_through(d.upper_body, upper_start, along), run_through(d.lower_body, lower_start, along)
+        if upper_run is None or lower_run is None or upper_run.cut or lower_run.cut:
+            reasons.update({f: "a body is too thin or cut where the slip is read" for f in ("slip_mm", "slip_percent")})
+            return
+        slips.append(float((lower_start - upper_start) @ along + lower_run.high - upper_run.high))
+        lengths.append(lower_run.length)
+    values["slip_mm"] = float(np.mean(slips))
+    values["slip_percent"] = 100.0 * values["slip_mm"] / float(np.mean(lengths))
 
 
 def _canal(canal: Optional[Region], start: Optional[np.ndarray], posterior: Optional[np.ndarray]) -> Tuple[Optional[float], str]:

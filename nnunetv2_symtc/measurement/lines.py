@@ -128,6 +128,29 @@ def first_run(region: Region, start, direction, reach: float = LINE_REACH_MM) ->
     return _run_around(s, values, int(hits[0]))
 
 
+def surface_points(region: Region, centre, long_axis, short_axis, positions: np.ndarray,
+                   side: int) -> Tuple[np.ndarray, bool]:
+    """Points ``(N, 2)`` of the top (``side=1``) or bottom (``-1``) surface of a region, one per
+    line along ``short_axis`` through ``centre + position * long_axis`` (lines that miss the
+    region are skipped), and whether any of them reached the field-of-view edge on that side."""
+    points = []
+    for position in positions:
+        start = np.asarray(centre) + position * np.asarray(long_axis)
+        run = run_through(region, start, short_axis)
+        if run is None:
+            continue
+        if run.cut_high if side > 0 else run.cut_low:
+            return np.zeros((0, 2)), True
+        points.append(start + (run.high if side > 0 else run.low) * np.asarray(short_axis))
+    return np.asarray(points).reshape(-1, 2), False
+
+
+def central_positions(low: float, high: float, fraction: float, step: float) -> np.ndarray:
+    """Positions every ``step`` mm over the central ``fraction`` of ``[low, high]``."""
+    margin = (1 - fraction) / 2 * (high - low)
+    return np.arange(low + margin, high - margin + step / 2, step)
+
+
 def fit_line(points: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Total-least-squares line through ``points`` (N, 2): (a point on it, unit direction with a
     non-negative first coordinate, i.e. pointing posterior)."""

@@ -17,13 +17,10 @@ from scipy import ndimage
 from nnunetv2_symtc import labels as L
 from nnunetv2_symtc.errors import InputError
 from nnunetv2_symtc.io import Geometry, reorient
-from nnunetv2_symtc.measurement.definitions import (DiscGeometry, SpineMeasurements, VertebraGeometry,
-                                                    measure_levels)
-from nnunetv2_symtc.measurement.lines import MaskRegion, fit_line, principal_frame, run_through
+from nnunetv2_symtc.measurement.definitions import (ENDPLATE_FRACTION, DiscGeometry, SpineMeasurements,
+                                                    VertebraGeometry, measure_levels)
+from nnunetv2_symtc.measurement.lines import MaskRegion, central_positions, fit_line, principal_frame, surface_points
 
-SURFACE_CENTRAL_FRACTION = 0.7
-"""Share of a body's (or disc's) anteroposterior extent, centred, whose surface points fit an
-endplate line: the rounded rims outside it are left out."""
 MIN_ENDPLATE_LABEL_FRACTION = 0.25
 """A surface counts as an endplate when at least this share of its points carry an endplate
 label (a pixel-thick endplate band is missed in some columns on coarse grids)."""
@@ -37,37 +34,26 @@ def _endplate(region: MaskRegion, points: np.ndarray, frame, labels: Optional[np
               name: str) -> Tuple[Optional[np.ndarray], str]:
     """Direction (pointing posterior) of the superior (``side=1``) or inferior (``-1``) endplate
     line of a body, or None and the reason (cut by the field of view, no endplate label, too few
-    points). The line is fitted to the body's sub-pixel surface (``lines.run_through`` across the
-    body along its short axis) at one point per pixel over the central ``SURFACE_CENTRAL_FRACTION``
-    of its long axis. ``points``: the body's pixel centres; ``labels``: the semantic slice (None:
-    do not check endplate labels)."""
+    points): the straight line fitted to the body's sub-pixel surface (``lines.surface_points``)
+    at one point per pixel over the central ``definitions.ENDPLATE_FRACTION`` of the body's extent
+    along its long axis. ``points``: the body's pixel centres; ``labels``: the semantic slice
+    (None: do not check endplate labels)."""
     centre, long_axis, short_axis = frame
     t = (points - centre) @ long_axis
-    margin = (1 - SURFACE_CENTRAL_FRACTION) / 2 * (t.max() - t.min())
     step = min(region.spacing)
-    positions = np.arange(t.min() + margin, t.max() - margin + step / 2, step)
+    positions = central_positions(t.min(), t.max(), ENDPLATE_FRACTION, step)
     where = "superior" if side > 0 else "inferior"
-    if positions.size < MIN_SURFACE_POINTS:
-        return None, f"{name}: too few pixels for a {where} endplate line"
-    surface, labelled = [], []
-    for position in positions:
-        start = centre + position * long_axis
-        run = run_through(region, start, short_axis)
-        if run is None:
-            continue
-        if run.cut_high if side > 0 else run.cut_low:
-            return None, f"{name}: the {where} endplate is cut by the field of view"
-        reach = run.high if side > 0 else run.low
-        surface.append(start + reach * short_axis)
-        if labels is not None:
-            inner = region.index((start + (reach - side * step / 2) * short_axis)[None, :])[:, 0]
-            row, column = np.clip(np.round(inner).astype(int), 0, np.asarray(labels.shape) - 1)
-            labelled.append(labels[row, column] in L.ENDPLATE_VALUES)
+    surface, cut = surface_points(region, centre, long_axis, short_axis, positions, side)
+    if cut:
+        return None, f"{name}: the {where} endplate is cut by the field of view"
     if len(surface) < MIN_SURFACE_POINTS:
         return None, f"{name}: too few pixels for a {where} endplate line"
-    if labels is not None and np.mean(labelled) < MIN_ENDPLATE_LABEL_FRACTION:
-        return None, f"{name}: no {where} endplate label (62/52/53) in the semantic mask"
-    return fit_line(np.asarray(surface))[1], ""
+    if labels is not None:
+        inner = region.index(surface - side * step / 2 * short_axis[None, :])
+        rows, columns = (np.clip(np.round(i).astype(int), 0, n - 1) for i, n in zip(inner, labels.shape))
+        if np.isin(labels[rows, columns], L.ENDPLATE_VALUES).mean() < MIN_ENDPLATE_LABEL_FRACTION:
+            return None, f"{name}: no {where} endplate label (62/52/53) in the semantic mask"
+    return fit_line(surface)[1], ""
 
 
 def _body_ids(semantic: np.ndarray, instance: np.ndarray, spacing_zyx) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 The measurement definitions (``measurement.definitions``) are applied to the implicit shapes
 that ``painting`` rasterises, evaluated exactly in the mid-sagittal plane (u = 0), with each
-bone's exact frame: its centre and tilt give the body centre and both endplate directions. The
-plane coordinates are world ``(y, z)`` (posterior, superior).
+bone's exact frame: its centre and tilt give the body centre and the axes along which the
+endplate lines are fitted to the exact (concave) surfaces. The plane coordinates are world
+``(y, z)`` (posterior, superior).
 """
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from typing import Dict
 import numpy as np
 
 from nnunetv2_symtc import labels as L
-from nnunetv2_symtc.measurement.definitions import (DiscGeometry, SpineMeasurements, VertebraGeometry,
-                                                    measure_levels)
+from nnunetv2_symtc.measurement.definitions import (ENDPLATE_FRACTION, DiscGeometry, SpineMeasurements,
+                                                    VertebraGeometry, measure_levels)
+from nnunetv2_symtc.measurement.lines import MaskRegion, central_positions, fit_line, surface_points
 from nnunetv2_symtc.phantom import painting as P
-from nnunetv2_symtc.measurement.lines import MaskRegion
 from nnunetv2_symtc.phantom.anatomy import POSTERIOR_WALL, Bone, SpineAnatomy, midline_x
 
 DISC_DEPTH_MARGIN = 1.02
 """``painting._paint_disc``'s disc reaches this factor beyond the mean semi-depth of its two bodies."""
 DISC_POSTERIOR_MARGIN_MM = 0.5
 """... and this far (mm) behind their flattened posterior wall."""
+ENDPLATE_STEP_MM = 0.1
+"""Spacing (mm) of the exact surface points an endplate line is fitted to."""
 CANAL_TRUTH_SPACING_MM = 0.1
 """Pixel size (mm) of the mid-sagittal rasterisation the canal's truth is read from."""
 CANAL_TRUTH_REACH_MM = (25.0, 60.0)
@@ -82,18 +85,45 @@ class _Shifted:
         return self.region(np.asarray(points) - self.origin)
 
 
+def _endplate(region, centre, long_axis, short_axis, low: float, high: float, side: int) -> np.ndarray:
+    """The endplate line's direction by ``measurement.masks``'s definition, on the exact surface:
+    a line fitted over the central ``ENDPLATE_FRACTION`` of ``[low, high]`` along ``long_axis``."""
+    positions = central_positions(low, high, ENDPLATE_FRACTION, ENDPLATE_STEP_MM)
+    points, _ = surface_points(region, centre, long_axis, short_axis, positions, side)
+    return fit_line(points)[1]
+
+
+def _body_endplate(bone: Bone, side: int) -> np.ndarray:
+    """Superior (``side=1``) or inferior endplate line of a body, in its own frame over its full
+    anteroposterior extent at the endplates (``-depth/2`` to the flattened posterior wall)."""
+    b = bone.depth / 2
+    return _endplate(body_region(bone), np.asarray(bone.centre_yz), bone.axis("t"), bone.axis("v"),
+                     -b, POSTERIOR_WALL * b, side)
+
+
+def _s1_endplate(lowest: Bone, s1: Bone) -> np.ndarray:
+    """S1's superior endplate line as the masks find it: along the lumbosacral disc's axes, over
+    the disc's anteroposterior extent, from lines starting at the level of S1's centre."""
+    _, centre = disc_region(lowest, s1)
+    angle = (lowest.angle + s1.angle) / 2
+    long_axis, short_axis = np.array([np.cos(angle), -np.sin(angle)]), np.array([np.sin(angle), np.cos(angle)])
+    b = (lowest.depth + s1.depth) / 4 * DISC_DEPTH_MARGIN
+    start = centre - ((centre - np.asarray(s1.centre_yz)) @ short_axis) * short_axis
+    return _endplate(body_region(s1), start, long_axis, short_axis, -b, b * POSTERIOR_WALL + DISC_POSTERIOR_MARGIN_MM, 1)
+
+
 def true_measurements(anatomy: SpineAnatomy, case: str = "") -> SpineMeasurements:
     """The true values of every mobile vertebra and disc of ``anatomy`` (volumes excepted: they
     are left empty, the truth covers lengths and angles) and its lumbar lordosis."""
     vertebrae = []
     for bone in anatomy.vertebrae:
-        direction = bone.axis("t")
         vertebrae.append(VertebraGeometry(bone.vertebra_id, body=body_region(bone), centre=np.asarray(bone.centre_yz),
-                                          superior_endplate=direction, inferior_endplate=direction,
+                                          superior_endplate=_body_endplate(bone, 1),
+                                          inferior_endplate=_body_endplate(bone, -1),
                                           canal=canal_region(anatomy, bone.centre_yz)))
     s1 = anatomy.bone(L.SACRUM_ID)
     sacrum = VertebraGeometry(L.SACRUM_ID, body=body_region(s1), centre=np.asarray(s1.centre_yz),
-                              superior_endplate=s1.axis("t"))
+                              superior_endplate=_s1_endplate(anatomy.vertebrae[-1], s1))
     discs: Dict[int, DiscGeometry] = {}
     below = list(anatomy.vertebrae[1:]) + [s1]
     for upper, lower in zip(anatomy.vertebrae, below):
