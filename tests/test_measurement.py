@@ -151,3 +151,24 @@ def test_real_spineps_masks_are_in_anatomical_ranges(tptbox_sample):
     assert "cut by the field of view" in m.level("C5").reasons["body_middle_height_mm"]
     assert "C7: no disc below it" in m.level("C7").reasons["disc_middle_height_mm"]
     assert m.lumbar_lordosis_deg is None and "no L1" in m.lordosis_reason
+
+
+def test_predict_measure_writes_the_tables_next_to_the_masks(slipped, tmp_path, monkeypatch, capsys):
+    """``symtc predict --measure``: the predicted masks in -o are measured there (phase 1 and 2 stubbed)."""
+    from nnunetv2_symtc.inference import two_phase
+
+    subject, _ = slipped
+
+    def predicted(predictor, images, out, **settings):
+        write_spineps(out, [("a", subject)])
+        return ["sub-a"]
+
+    monkeypatch.setattr(two_phase, "TwoPhasePredictor", lambda *args, **kwargs: None)
+    monkeypatch.setattr(two_phase, "predict_folder", predicted)
+    argv = ["predict", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "--semantic-input", str(tmp_path),
+            "--instance-model", str(tmp_path), "-device", "cpu", "--measure"]
+    assert main(argv) == 0
+    assert "sub-a: 6 level(s), lumbar lordosis" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "sub-a_measurements.json").read_text())["levels"][4]["slip_mm"] > 4.0
+    assert main(argv + ["--spider-values"]) == 1
+    assert "--measure reads SPINEPS instance values" in capsys.readouterr().err

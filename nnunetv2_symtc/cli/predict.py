@@ -1,5 +1,6 @@
 """``symtc predict``: two-phase (semantic, then vertebra-instance) prediction of whole scans."""
 from nnunetv2_symtc.cli import add_device_flag, add_flag, add_subcommand, selected_device
+from nnunetv2_symtc.errors import InputError
 
 EXAMPLE = ("symtc predict -i scans/ -o out/ --semantic-model $nnUNet_results/Dataset301_Spine/"
            "nnUNetTrainer__nnUNetPlans__3d_fullres --instance-model $nnUNet_results/Dataset302_Inst/"
@@ -44,12 +45,17 @@ def register(subparsers) -> None:
     parser.add_argument("--split-endplates", action="store_true",
                         help="write endplates as 52 (superior) / 53 (inferior) instead of 62 in the semantic mask")
     add_flag(parser, "--save_probabilities", "--save-probabilities", action="store_true", help="also save phase-1 probabilities (.npz)")
+    parser.add_argument("--measure", action="store_true",
+                        help="also measure every case in -o (symtc measure: measurements.csv, spine.csv, "
+                             "<case>_measurements.json); needs SPINEPS instance values, so not with --spider-values")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from nnunetv2_symtc.inference.two_phase import PredictionSettings, TwoPhasePredictor, predict_folder
 
+    if args.measure and args.spider_values:
+        raise InputError("--measure reads SPINEPS instance values; it cannot be combined with --spider-values")
     settings = PredictionSettings(folds=args.f, device=selected_device(args), step_size=args.step_size,
                                   use_mirroring=not args.disable_tta, checkpoint=args.chk,
                                   num_processes_preprocessing=args.npp, num_processes_segmentation_export=args.nps,
@@ -60,4 +66,9 @@ def run(args) -> int:
                           split_endplate_labels=args.split_endplates, save_probabilities=args.save_probabilities,
                           semantic_input=args.semantic_input)
     print(f"predicted {len(done)} case(s) into {args.o}")
-    return 0
+    if not args.measure:
+        return 0
+    from nnunetv2_symtc.cli.measure import report
+    from nnunetv2_symtc.measurement.tables import measure_folder
+
+    return report(*measure_folder(args.o, args.o))
