@@ -117,6 +117,8 @@ def test_cli_writes_tables_and_fails_only_on_bad_files(slipped, tmp_path, capsys
     assert rows[0].startswith("case,level,vertebra_id,disc,body_anterior_height_mm") and len(rows) == 7
     case = json.loads((tmp_path / "out" / "sub-a_measurements.json").read_text())
     assert case["levels"][4]["level"] == "L4" and case["levels"][4]["slip_mm"] > 4.0
+    drawing = sitk.ReadImage(str(tmp_path / "out" / "sub-a_measurements.png"))
+    assert min(drawing.GetSize()[:2]) > 100
     # A semantic mask on another grid, and an unreadable file: named, exit status 1.
     image = sitk.ReadImage(str(masks / "sub-a_seg-spine_msk.nii.gz"))
     image.SetSpacing((2.0, 2.0, 4.0))
@@ -169,6 +171,9 @@ def test_predict_measure_writes_the_tables_next_to_the_masks(slipped, tmp_path, 
             "--instance-model", str(tmp_path), "-device", "cpu", "--measure"]
     assert main(argv) == 0
     assert "sub-a: 6 level(s), lumbar lordosis" in capsys.readouterr().out
+    row = measure_masks(subject.spine_mask, subject.vert_mask, subject.geometry.spacing_zyx).level("L3")
+    start, end = row.segments["disc_middle_height_mm"]  # the drawn line is one of the averaged ones
+    assert np.linalg.norm(end - start) == pytest.approx(row.values["disc_middle_height_mm"], abs=0.5)
     assert json.loads((tmp_path / "out" / "sub-a_measurements.json").read_text())["levels"][4]["slip_mm"] > 4.0
     assert main(argv + ["--spider-values"]) == 1
     assert "--measure reads SPINEPS instance values" in capsys.readouterr().err

@@ -76,13 +76,16 @@ class DiscGeometry:
 class LevelMeasurement:
     """One row: the vertebra ``level`` (name from ``labels.VERTEBRA_NAMES``) and the disc below it
     (``disc``: ``'L4/L5'``; empty when there is none). ``values[name]`` is in the unit that ends
-    ``name`` (``LEVEL_FIELDS``), None when not measured, with ``reasons[name]`` saying why."""
+    ``name`` (``LEVEL_FIELDS``), None when not measured, with ``reasons[name]`` saying why.
+    ``segments[name]``: the line drawn for a height or diameter, (start, end) in the level's
+    plane coordinates (for the snapshot; the middle one of the lines averaged)."""
 
     level: str
     vertebra_id: int
     disc: str
     values: Dict[str, Optional[float]]
     reasons: Dict[str, str]
+    segments: Dict[str, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,7 +118,7 @@ def _third_points(centre: np.ndarray, posterior: np.ndarray, chord: Run, third: 
     return [centre + (chord.low + (third + f) / 3 * chord.length) * posterior for f in THIRD_LINES]
 
 
-def _body(v: VertebraGeometry, values: Dict, reasons: Dict) -> None:
+def _body(v: VertebraGeometry, values: Dict, reasons: Dict, segments: Dict) -> None:
     """Body heights, depth and wedge angle: heights along the body's superior axis (bisecting
     its endplate lines) at the anterior, middle and posterior thirds of its mid-height chord."""
     if v.body is None:
@@ -139,15 +142,18 @@ def _body(v: VertebraGeometry, values: Dict, reasons: Dict) -> None:
     else:
         values["body_depth_mm"] = float(np.mean([c.length for c in chords]))
     for third, name in enumerate(THIRDS):
-        runs = [run_through(v.body, p, superior) for p in _third_points(v.centre, posterior, chord, third)]
+        points = _third_points(v.centre, posterior, chord, third)
+        runs = [run_through(v.body, p, superior) for p in points]
         if any(r is None or r.cut for r in runs):
             reasons[f"body_{name}_height_mm"] = f"the {name} third reaches the field-of-view edge or a hole in the body"
         else:
             values[f"body_{name}_height_mm"] = float(np.mean([r.length for r in runs]))
+            k = len(runs) // 2
+            segments[f"body_{name}_height_mm"] = (points[k] + runs[k].low * superior, points[k] + runs[k].high * superior)
 
 
 def _disc(d: DiscGeometry, upper: VertebraGeometry, lower: Optional[VertebraGeometry], values: Dict,
-          reasons: Dict) -> Optional[Tuple[np.ndarray, np.ndarray, float, float]]:
+          reasons: Dict, segments: Dict) -> Optional[Tuple[np.ndarray, np.ndarray, float, float]]:
     """Disc heights between the two bodies, along the disc's superior axis (bisecting the upper
     inferior and lower superior endplate lines), at the thirds of its mid-height chord; returns
     (centre, superior axis, distance up and down to the bodies on the middle line) for the slip."""
@@ -179,6 +185,8 @@ def _disc(d: DiscGeometry, upper: VertebraGeometry, lower: Optional[VertebraGeom
             if up is None or down is None:
                 break
             gaps.append(up.low + down.low)
+            if k == len(THIRD_LINES) // 2:
+                segments[f"disc_{name}_height_mm"] = (p - down.low * superior, p + up.low * superior)
             if third == 1 and k == len(THIRD_LINES) // 2:
                 middle = (p, superior, up.low, down.low)
         if len(gaps) < len(THIRD_LINES):
@@ -216,13 +224,15 @@ def _slip(d: DiscGeometry, lower: VertebraGeometry, middle, values: Dict, reason
     values["slip_percent"] = 100.0 * values["slip_mm"] / float(np.mean(lengths))
 
 
-def _canal(canal: Optional[Region], start: Optional[np.ndarray], posterior: Optional[np.ndarray]) -> Tuple[Optional[float], str]:
+def _canal(canal: Optional[Region], start: Optional[np.ndarray], posterior: Optional[np.ndarray],
+           segments: Dict, name: str) -> Tuple[Optional[float], str]:
     """Anteroposterior canal diameter: the first canal run met going posterior from ``start``."""
     if canal is None or start is None or posterior is None:
         return None, "needs the level's axis and centre"
     run = first_run(canal, start, posterior)
     if run is None or run.cut:
         return None, "no spinal canal behind it" if run is None else "the canal reaches the field-of-view edge"
+    segments[name] = (start + run.low * posterior, start + run.high * posterior)
     return run.length, ""
 
 
@@ -236,10 +246,11 @@ def measure_levels(case: str, vertebrae: Sequence[VertebraGeometry], discs: Dict
     for v in vertebrae:
         values: Dict[str, Optional[float]] = {f: None for f in LEVEL_FIELDS}
         reasons: Dict[str, str] = {}
-        _body(v, values, reasons)
+        segments: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        _body(v, values, reasons, segments)
         lower = below_of[v.vertebra_id]
         d = discs[v.vertebra_id]
-        middle = _disc(d, v, lower, values, reasons)
+        middle = _disc(d, v, lower, values, reasons, segments)
         if lower is not None and v.inferior_endplate is not None and lower.superior_endplate is not None:
             values["segmental_angle_deg"] = (direction_angle_deg(lower.superior_endplate)
                                              - direction_angle_deg(v.inferior_endplate))
@@ -251,19 +262,20 @@ def measure_levels(case: str, vertebrae: Sequence[VertebraGeometry], discs: Dict
             reasons.update({f: "needs the superior endplate below" for f in ("slip_mm", "slip_percent")})
         axes = (superior_axis(v.superior_endplate, v.inferior_endplate)[0]
                 if v.superior_endplate is not None and v.inferior_endplate is not None else None)
-        values["canal_ap_body_mm"], why = _canal(v.canal, v.centre, axes)
+        values["canal_ap_body_mm"], why = _canal(v.canal, v.centre, axes, segments, "canal_ap_body_mm")
         if why:
             reasons["canal_ap_body_mm"] = why
         disc_axis = (superior_axis(lower.superior_endplate, v.inferior_endplate)[0]
                      if lower is not None and lower.superior_endplate is not None and v.inferior_endplate is not None
                      else None)
-        values["canal_ap_disc_mm"], why = _canal(d.canal, d.centre if d.region is not None else None, disc_axis)
+        values["canal_ap_disc_mm"], why = _canal(d.canal, d.centre if d.region is not None else None, disc_axis,
+                                                 segments, "canal_ap_disc_mm")
         if why:
             reasons["canal_ap_disc_mm"] = why
         below_name = L.VERTEBRA_NAMES[lower.vertebra_id] if lower is not None else ""
         disc_name = f"{L.VERTEBRA_NAMES[v.vertebra_id]}/{below_name}" if d.region is not None and below_name else ""
         rows.append(LevelMeasurement(L.VERTEBRA_NAMES[v.vertebra_id], v.vertebra_id, disc_name, values,
-                                     {k: r for k, r in reasons.items() if values.get(k) is None}))
+                                     {k: r for k, r in reasons.items() if values.get(k) is None}, segments))
     by_id = {v.vertebra_id: v for v in vertebrae}
     l1 = by_id.get(L.L1_ID)
     if l1 is None or l1.superior_endplate is None:

@@ -3,7 +3,8 @@
 - ``measurements.csv``: one row per case and level (``CSV_COLUMNS``), empty cells for values
   not measured and their reasons in ``reasons`` (``field: reason; ...``);
 - ``spine.csv``: one row per case, the lumbar lordosis and why a case has no levels;
-- ``<case>_measurements.json``: the same for one case (``measurements_to_json``).
+- ``<case>_measurements.json``: the same for one case (``measurements_to_json``);
+- ``<case>_measurements.png``: the heights and canal diameters drawn on the mid-sagittal slice.
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ import SimpleITK as sitk
 
 from nnunetv2_symtc.errors import InputError, InputFileError
 from nnunetv2_symtc.inference.inputs import SUFFIXES
-from nnunetv2_symtc.io import PathLike
+from nnunetv2_symtc.io import Geometry, PathLike, reorient
 from nnunetv2_symtc.measurement.definitions import LEVEL_FIELDS, SpineMeasurements
+from nnunetv2_symtc.measurement.drawing import draw_measurements
 from nnunetv2_symtc.measurement.masks import measure_images
 
 CSV_COLUMNS: Tuple[str, ...] = ("case", "level", "vertebra_id", "disc") + LEVEL_FIELDS + ("reasons",)
 SPINE_COLUMNS: Tuple[str, ...] = ("case", "levels", "lumbar_lordosis_deg", "lordosis_reason", "reason")
 MEASUREMENTS_SUFFIX = "_measurements.json"
+DRAWING_SUFFIX = "_measurements.png"
 
 
 def _rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
@@ -94,14 +97,21 @@ def _read(path: Path) -> sitk.Image:
 
 
 def measure_folder(folder: PathLike, out: PathLike) -> Tuple[List[SpineMeasurements], List[str]]:
-    """Measure every mask pair in ``folder`` and write the tables into ``out``: (measured
+    """Measure every mask pair in ``folder`` and write the tables and drawings into ``out``: (measured
     cases, errors). A case whose files are unreadable or not on one grid is an error (named,
     the other cases are still measured); missing structures give empty values with reasons."""
     results, errors = [], []
     for case, semantic_path, instance_path in find_mask_pairs(folder):
         try:
-            results.append(measure_images(_read(semantic_path), _read(instance_path), case))
+            semantic, instance = _read(semantic_path), _read(instance_path)
+            results.append(measure_images(semantic, instance, case))
         except InputError as e:
             errors.append(str(e))
+            continue
+        semantic_pir, instance_pir = reorient(semantic), reorient(instance)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        draw_measurements(Path(out) / f"{case}{DRAWING_SUFFIX}", sitk.GetArrayFromImage(semantic_pir),
+                          sitk.GetArrayFromImage(instance_pir), Geometry.from_sitk(semantic_pir).spacing_zyx,
+                          results[-1])
     write_tables(out, results)
     return results, errors
