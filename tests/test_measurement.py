@@ -130,6 +130,9 @@ def test_cli_writes_tables_and_fails_only_on_bad_files(slipped, tmp_path, capsys
     out = capsys.readouterr().out
     assert "sub-b: the semantic mask" in out and "not on the same grid" in out
     assert "sub-c_seg-spine_msk.nii.gz: cannot be read" in out
+    spider = to_sitk(subject.spine_mask, subject.geometry), to_sitk(subject.spider_mask(), subject.geometry)
+    with pytest.raises(InputError, match=r"spider: values \[.*\] of the instance mask are not SPINEPS instance values"):
+        measure_images(*spider, "spider")
     assert len((tmp_path / "out2" / "measurements.csv").read_text().splitlines()) == 7  # sub-a still measured
     (masks / "sub-d_seg-vert_msk.nii.gz").write_text("")
     assert main(["measure", "-i", str(masks), "-o", str(tmp_path / "out3")]) == 1

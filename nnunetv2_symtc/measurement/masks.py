@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from nnunetv2_symtc import labels as L
 from nnunetv2_symtc.errors import InputError
+from nnunetv2_symtc.inference.inputs import SPINEPS_VALUES
 from nnunetv2_symtc.io import Geometry, reorient
 from nnunetv2_symtc.measurement.definitions import (ENDPLATE_FRACTION, DiscGeometry, SpineMeasurements,
                                                     VertebraGeometry, measure_levels)
@@ -173,11 +174,18 @@ def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
 def measure_images(semantic: sitk.Image, instance: sitk.Image, case: str = "") -> SpineMeasurements:
     """``measure_masks`` on images in any orientation: both are reoriented to PIR (permuting and
     flipping axes; an oblique grid is measured on its nearest axis-aligned orientation).
-    ``InputError`` when the two images are not on one grid."""
+    ``InputError`` when the two images are not on one grid or hold values that are not SPINEPS's."""
     if not _same_grid(semantic, instance):
         raise InputError(f"{case}: the semantic mask (size {semantic.GetSize()}, spacing {semantic.GetSpacing()}) "
                          f"and the instance mask (size {instance.GetSize()}, spacing {instance.GetSpacing()}) "
                          f"are not on the same grid")
     semantic_pir, instance_pir = reorient(semantic), reorient(instance)
     spacing = Geometry.from_sitk(semantic_pir).spacing_zyx
-    return measure_masks(sitk.GetArrayFromImage(semantic_pir), sitk.GetArrayFromImage(instance_pir), spacing, case)
+    semantic_array, instance_array = sitk.GetArrayFromImage(semantic_pir), sitk.GetArrayFromImage(instance_pir)
+    unknown = sorted(int(v) for v in np.unique(semantic_array) if int(v) not in SPINEPS_VALUES)
+    if unknown:
+        raise InputError(f"{case}: values {unknown} of the semantic mask are not SPINEPS semantic labels")
+    unknown = sorted(int(v) for v in np.unique(instance_array) if not L.is_spineps_instance_value(int(v)))
+    if unknown:
+        raise InputError(f"{case}: values {unknown} of the instance mask are not SPINEPS instance values")
+    return measure_masks(semantic_array, instance_array, spacing, case)
