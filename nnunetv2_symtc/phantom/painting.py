@@ -29,6 +29,33 @@ NUCLEUS_BASE = 48
 """Tissue ``NUCLEUS_BASE + k`` is the nucleus of the k-th disc (top to bottom)."""
 N_TISSUES = 64
 
+GENERATION_LABELS: Dict[str, int] = {
+    "air": 0, "fat": 1, "muscle": 2, "cortical bone": 3, "vertebral body marrow": 4,
+    "posterior element marrow": 5, "sacral marrow": 6, "disc annulus": 7, "disc nucleus": 8, "csf": 9,
+    "spinal cord": 10, "nerve roots": 11, "abdominal soft tissue": 12, "bowel wall": 13,
+    "fluid": 14, "vessels": 15, "ligament": 16,
+}
+"""Generation label map values (``Rasterised.generation_labels``): every tissue the phantom paints,
+per-vertebra marrow and per-disc nuclei merged; ``fluid`` is bowel fluid, urine and synovial fluid,
+``fat`` includes epidural fat, ``cortical bone`` the endplates."""
+
+
+def _generation_lookup() -> np.ndarray:
+    """Tissue class -> generation label (uint8 look-up table over ``N_TISSUES``)."""
+    g = GENERATION_LABELS
+    table = np.zeros(N_TISSUES, dtype=np.uint8)
+    for tissues, name in (((AIR,), "air"), ((FAT, EPIDURAL_FAT), "fat"), ((MUSCLE,), "muscle"),
+                          ((CORTEX,), "cortical bone"), ((POSTERIOR_MARROW,), "posterior element marrow"),
+                          ((SACRAL_MARROW,), "sacral marrow"), ((ANNULUS,), "disc annulus"), ((CSF,), "csf"),
+                          ((CORD,), "spinal cord"), ((NERVE_ROOT,), "nerve roots"),
+                          ((ABDOMEN,), "abdominal soft tissue"), ((BOWEL_WALL,), "bowel wall"),
+                          ((BOWEL_FLUID, URINE, SYNOVIAL), "fluid"), ((VESSEL,), "vessels"),
+                          ((LIGAMENT,), "ligament")):
+        table[list(tissues)] = g[name]
+    table[MARROW_BASE:NUCLEUS_BASE] = g["vertebral body marrow"]
+    table[NUCLEUS_BASE:] = g["disc nucleus"]
+    return table
+
 ENDPLATE_THICKNESS = 1.6
 CORTEX_THICKNESS = 1.0
 ENDPLATE_DIP = 1.2
@@ -66,6 +93,10 @@ class Rasterised:
     bone_id: np.ndarray
     body_of: np.ndarray
     supersample: int
+
+    def generation_labels(self) -> np.ndarray:
+        """``GENERATION_LABELS`` of the tissue at each slice centre, shape ``(n_lr, n_si, n_ap)`` (uint8)."""
+        return _generation_lookup()[self.tissue[self.supersample // 2::self.supersample]]
 
 
 class _Grid:

@@ -15,6 +15,9 @@ from nnunetv2_symtc.phantom import mri
 
 _SEED_SALT = 20261122
 """Mixed into every generator seed so that phantom streams differ from other uses of the same seed."""
+_FIELD_OF_VIEW_SALT = 20261204
+"""Seeds the per-subject field-of-view choices (``cut_vertebra_choices``, ``full_sacrum_probability``)
+on a stream of their own, so that configurations without them draw exactly what they drew before."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class PhantomConfig:
     (28, between T12 and L1). Every mask carries its id (disc below it 100 + id); SPIDER masks count
     levels upward from the lowest lumbar vertebra (``labels.spider_levels``). Without ``include_t12``
     the top vertebra is the one below T12 (the T13 when there is one).
+
+    ``cut_vertebra_choices`` (non-empty) replaces ``cut_vertebra`` by one drawn per subject, and
+    ``full_sacrum_probability`` (not None) replaces ``full_sacrum`` by a per-subject draw; the
+    subject's ``config`` records the values drawn. Both default to off.
     """
 
     spacing_zyx: Optional[Tuple[float, float, float]] = None
@@ -58,6 +65,8 @@ class PhantomConfig:
     transitional_vertebra: Optional[int] = None
     variation: A.ShapeVariation = A.ShapeVariation()
     """Controlled shape variation (thin discs, short bodies, slips, set lordosis; ``anatomy.ShapeVariation``)."""
+    cut_vertebra_choices: Tuple[int, ...] = ()
+    full_sacrum_probability: Optional[float] = None
 
     def __post_init__(self):
         unknown = [s for s in self.sequences if s not in mri.SEQUENCES]
@@ -69,12 +78,28 @@ class PhantomConfig:
                              f"lumbar), got {self.cut_vertebra}")
         if self.cut_vertebra == 19 and not self.include_t12:
             raise ValueError("cut_vertebra=19 (T12) needs include_t12=True")
+        bad = [v for v in self.cut_vertebra_choices if v not in cuttable or (v == 19 and not self.include_t12)]
+        if bad:
+            raise ValueError(f"cut_vertebra_choices {bad} cannot be cut (choose from {cuttable}; T12 needs include_t12)")
+        if self.full_sacrum_probability is not None and not 0.0 <= self.full_sacrum_probability <= 1.0:
+            raise ValueError(f"full_sacrum_probability must be in [0, 1], got {self.full_sacrum_probability}")
 
     @classmethod
     def tiny(cls, **overrides) -> "PhantomConfig":
         """Small coarse subjects for fast nnU-Net tests: 12 x ~75 x 60 voxels at 4 x 3 x 3 mm,
         every structure still labelled, the sacrum partly in view."""
         settings = dict(spacing_zyx=(4.0, 3.0, 3.0), n_slices=12, fov_ap_mm=180.0, full_sacrum=False, supersample=3)
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def varied(cls, **overrides) -> "PhantomConfig":
+        """Subjects with the spread of real sagittal scans: in-plane spacing 0.5–1.5 mm, slice
+        thickness 3–5 mm, the top edge through T12, L1 or L2, the sacrum fully in view or cut
+        below S1 (even odds), 220–320 mm front to back."""
+        settings = dict(inplane_spacing_range=(0.5, 1.5), slice_thickness_range=(3.0, 5.0),
+                        cut_vertebra_choices=(19, 20, 21), full_sacrum_probability=0.5,
+                        fov_ap_range_mm=(220.0, 320.0))
         settings.update(overrides)
         return cls(**settings)
 
@@ -116,6 +141,8 @@ class PhantomSubject:
     seed: int = 0
     bone_id: Optional[np.ndarray] = field(default=None, repr=False)
     body_of: Optional[np.ndarray] = field(default=None, repr=False)
+    generation_labels: Optional[np.ndarray] = field(default=None, repr=False)
+    """Every painted tissue at the slice centres (``painting.GENERATION_LABELS``, uint8, same grid)."""
 
     @property
     def shape(self) -> Tuple[int, int, int]:
@@ -192,8 +219,20 @@ def _edge_ids(vert_mask: np.ndarray) -> Tuple[int, ...]:
     return tuple(v for v in L.values_cut_by_field_of_view(vert_mask) if v < L.SPINEPS_DISC_OFFSET)
 
 
+def _draw_field_of_view_choices(seed: int, config: PhantomConfig) -> PhantomConfig:
+    """``config`` with ``cut_vertebra`` and ``full_sacrum`` drawn for this subject where asked."""
+    if not config.cut_vertebra_choices and config.full_sacrum_probability is None:
+        return config
+    rng = np.random.default_rng([int(seed), _SEED_SALT, _FIELD_OF_VIEW_SALT])
+    cut = int(rng.choice(config.cut_vertebra_choices)) if config.cut_vertebra_choices else config.cut_vertebra
+    full = (bool(rng.random() < config.full_sacrum_probability) if config.full_sacrum_probability is not None
+            else config.full_sacrum)
+    return replace(config, cut_vertebra=cut, full_sacrum=full, cut_vertebra_choices=(), full_sacrum_probability=None)
+
+
 def generate_subject(seed: int, config: PhantomConfig = PhantomConfig()) -> PhantomSubject:
     """Draw one subject deterministically from ``seed``: anatomy, field of view, images, labels."""
+    config = _draw_field_of_view_choices(seed, config)
     rng = np.random.default_rng([int(seed), _SEED_SALT])
     anatomy = A.sample_anatomy(rng, config.pose_deg, config.transitional_vertebra, config.variation)
     spacing = _spacing(config, rng)
@@ -210,7 +249,8 @@ def generate_subject(seed: int, config: PhantomConfig = PhantomConfig()) -> Phan
             centres[b.vertebra_id] = (x, b.centre_yz[0], b.centre_yz[1])
     return PhantomSubject(images=images, spine_mask=raster.spine, vert_mask=raster.vert, geometry=geometry,
                           vertebra_ids=vertebra_ids, partial_ids=_edge_ids(raster.vert), body_centres=centres,
-                          anatomy=anatomy, config=config, seed=int(seed), bone_id=raster.bone_id, body_of=raster.body_of)
+                          anatomy=anatomy, config=config, seed=int(seed), bone_id=raster.bone_id, body_of=raster.body_of,
+                          generation_labels=raster.generation_labels())
 
 
 def on_grid(subject: PhantomSubject, spacing_zyx, sequences=("t2",), seed_offset: int = 1) -> PhantomSubject:
@@ -231,4 +271,5 @@ def on_grid(subject: PhantomSubject, spacing_zyx, sequences=("t2",), seed_offset
     return PhantomSubject(images=images, spine_mask=raster.spine, vert_mask=raster.vert, geometry=geometry,
                           vertebra_ids=subject.vertebra_ids, partial_ids=_edge_ids(raster.vert),
                           body_centres=subject.body_centres, anatomy=subject.anatomy, config=config,
-                          seed=subject.seed, bone_id=raster.bone_id, body_of=raster.body_of)
+                          seed=subject.seed, bone_id=raster.bone_id, body_of=raster.body_of,
+                          generation_labels=raster.generation_labels())

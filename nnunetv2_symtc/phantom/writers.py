@@ -81,9 +81,16 @@ def write_spider(root: PathLike, subjects: Sequence[Tuple[int, PhantomSubject]],
     return overview
 
 
-def write_spineps(root: PathLike, subjects: Sequence[Tuple[str, PhantomSubject]]) -> Path:
+GENERATION_SUFFIX = "_seg-generation_msk.nii.gz"
+"""File ending of a subject's generation label map (``write_spineps(generation_labels=True)``);
+SPINEPS converters ignore it (``seg-generation`` is no SPINEPS mask)."""
+
+
+def write_spineps(root: PathLike, subjects: Sequence[Tuple[str, PhantomSubject]],
+                  generation_labels: bool = False) -> Path:
     """Write subjects flat under ``root`` as SPINEPS/BIDS files (T2w image, semantic ``seg-spine``
-    and instance ``seg-vert`` masks), in PIR. Returns ``root``."""
+    and instance ``seg-vert`` masks), in PIR. Returns ``root``. ``generation_labels`` also writes
+    each subject's generation label map (``sub-<id>`` + ``GENERATION_SUFFIX``, on the image's grid)."""
     root = Path(root)
     for subject_id, subject in subjects:
         subject_id = str(subject_id)
@@ -94,6 +101,8 @@ def write_spineps(root: PathLike, subjects: Sequence[Tuple[str, PhantomSubject]]
         _write(to_sitk(view.images["t2"].astype(np.float32), view.geometry), Path(f"{stem}_T2w.nii.gz"))
         _write(to_sitk(view.spine_mask, view.geometry), Path(f"{stem}_seg-spine_msk.nii.gz"))
         _write(to_sitk(view.vert_mask, view.geometry), Path(f"{stem}_seg-vert_msk.nii.gz"))
+        if generation_labels:
+            _write(to_sitk(view.generation_labels, view.geometry), Path(f"{stem}{GENERATION_SUFFIX}"))
     return root
 
 
