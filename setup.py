@@ -63,6 +63,7 @@ setup(
         "torch",  # not pinned: pip resolves torch and torchvision together with nnunetv2
         "SimpleITK",
         "batchgenerators",
+        "batchgeneratorsv2",  # synthesis/transform.py: the BasicTransform nnU-Net 2.8 composes
         "numpy",
         "scipy",
         "scikit-image",

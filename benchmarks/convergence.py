@@ -54,8 +54,8 @@ from heldout import held_out_cases, held_out_dice, make_trainer, seed_everything
 from ssm_augment_effect import prepare as prepare_ssmspine
 from ssm_augment_effect import prepared_datasets as prepared_ssmspine
 
-from nnunetv2_symtc.demo import (BUDGETS, CPU_SYMTC_WIDTH, _plan_and_preprocess, phantom_subjects,
-                                 use_nnunet_folders)
+from nnunetv2_symtc.demo import BUDGETS, CPU_SYMTC_WIDTH, phantom_subjects
+from nnunetv2_symtc.nnunet_runs import plan_and_preprocess, use_nnunet_folders
 from nnunetv2_symtc.trainers import budget_variant
 
 METHODS_ID = 954
@@ -150,7 +150,7 @@ def prepare_methods(root: Path, train_subjects: int, held_out_subjects: int) -> 
     write_spineps(root / "phantom_spineps", train + held_out)
     raw = convert_spineps(root / "phantom_spineps", METHODS_ID, "ConvergenceSemantic",
                           test_subjects=[s for s, _ in held_out])
-    preprocessed = _plan_and_preprocess(METHODS_ID, "2d")
+    preprocessed = plan_and_preprocess(METHODS_ID, "2d")
     unet = resize_unet_plans(preprocessed, "nnUNetPlans", UNET_PLANS, "2d", budget.unet_features)
     unet_2d = json.loads(unet.read_text())["configurations"]["2d"]
     plan_symtc(preprocessed, "nnUNetPlans", SYMTC_PLANS, width=CPU_SYMTC_WIDTH, configurations=["2d"],

@@ -25,14 +25,15 @@ validation subjects (``VALIDATION_SEED_OFFSET``), never on the test subjects.
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from nnunetv2_symtc.nnunet_runs import default_process_counts, plan_and_preprocess, train_fold_all, use_nnunet_folders
 from nnunetv2_symtc.phantom import PhantomConfig
 from nnunetv2_symtc.trainers.demo import DEMO_TRAINING, demo_trainer_name
 
@@ -113,36 +114,53 @@ BUDGETS: Dict[str, DemoBudget] = {
 }
 
 
+def _reset_peak_memory() -> bool:
+    """Reset this process's peak resident memory (Linux ``/proc/self/clear_refs``); False where
+    the system cannot, and peaks then count from the process start."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_memory_gib() -> Tuple[float, float]:
+    """(this process's peak resident memory, the largest finished child process's) in GiB."""
+    import resource
+
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+    try:
+        with open("/proc/self/status") as f:
+            own = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * unit
+    return own / 2 ** 30, children / 2 ** 30
+
+
 class StageLog:
-    """Numbered stage headings with wall times; ``timings`` collects seconds per stage."""
+    """Numbered stage headings with wall times and peak memory; ``timings`` collects seconds per
+    stage, ``peak_memory_gib`` this process's peak resident memory during the stage (from the
+    process start where it cannot be reset) and the largest child process (nnU-Net's workers)
+    finished by the end of the stage."""
 
     def __init__(self, total: int):
-        self.total, self.number, self.timings = total, 0, {}
+        self.total, self.number, self.timings, self.peak_memory_gib = total, 0, {}, {}
 
     @contextmanager
     def stage(self, title: str):
         self.number += 1
         print(f"\n=== [{self.number}/{self.total}] {title} ===", flush=True)
+        _reset_peak_memory()
         start = time.perf_counter()
         yield
         self.timings[title] = round(time.perf_counter() - start, 1)
-        print(f"--- {title}: {self.timings[title]:.1f} s", flush=True)
-
-
-def use_nnunet_folders(root: Path) -> None:
-    """Create ``root/nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` and export them for
-    this process and its children (nnU-Net reads the variables at call time)."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        os.environ[name] = str(root / name)
-
-
-def _default_process_counts() -> None:
-    """Process counts default to the machine's cores (nnU-Net's own defaults, 8 and 12,
-    oversubscribe small machines and slow them down)."""
-    cores = str(max(1, os.cpu_count() or 1))
-    os.environ.setdefault("nnUNet_def_n_proc", cores)
-    os.environ.setdefault("nnUNet_n_proc_DA", cores)
+        own, child = _peak_memory_gib()
+        self.peak_memory_gib[title] = {"process": round(own, 2), "largest_child": round(child, 2)}
+        print(f"--- {title}: {self.timings[title]:.1f} s, peak memory {own:.1f} GiB "
+              f"(largest child process so far {child:.1f} GiB)", flush=True)
 
 
 def phantom_subjects(budget: DemoBudget, seed: int, offset: int, count: int) -> List[Tuple[str, object]]:
@@ -180,19 +198,6 @@ def _split_test_scans(spineps_test: Path, images: Path, reference: Path) -> None
         shutil.copy(image.with_name(f"{subject}_seg-vert_msk.nii.gz"), reference / "instance" / f"{case}{SUFFIXES['instance']}")
 
 
-def _plan_and_preprocess(dataset_id: int, configuration: str) -> Path:
-    """nnU-Net fingerprint, plans and preprocessing of one configuration; returns the preprocessed folder."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    processes = max(1, min(4, os.cpu_count() or 1))
-    # The converters already validated every case (nnU-Net's integrity check is in their tests).
-    extract_fingerprints([dataset_id], num_processes=processes, check_dataset_integrity=False, show_progress_bar=False)
-    plan_experiments([dataset_id])
-    preprocess([dataset_id], configurations=(configuration,), num_processes=(processes,), show_progress_bar=False)
-    return Path(os.environ["nnUNet_preprocessed"]) / maybe_convert_to_dataset_name(dataset_id)
-
-
 def _write_phase1_plans(preprocessed: Path, budget: DemoBudget) -> Dict[str, dict]:
     """The budget's U-Net plans (nnU-Net's 2d plan, optionally fewer features) and SymTC plans
     (``plan_symtc``), both on nnU-Net's preprocessed 2d data; returns their 2d configurations."""
@@ -203,18 +208,6 @@ def _write_phase1_plans(preprocessed: Path, budget: DemoBudget) -> Dict[str, dic
     symtc = plan_symtc(preprocessed, "nnUNetPlans", SYMTC_PLANS, budget.gpu_memory_gib, budget.symtc_width,
                        configurations=["2d"], batch_size=budget.symtc_batch_size)
     return {role: json.loads(path.read_text())["configurations"]["2d"] for role, path in (("unet", unet), ("symtc", symtc))}
-
-
-def _train(dataset_id: int, configuration: str, trainer_name: str, plans: str, device: str) -> Path:
-    """Train on every case (nnU-Net fold ``all``) with the budget of ``trainer_name``; returns the
-    model folder. The training log is nnU-Net's own (``training_log_*.txt`` in the fold folder)."""
-    import torch
-    from nnunetv2.run.run_training import get_trainer_from_args
-
-    trainer = get_trainer_from_args(str(dataset_id), configuration, "all", trainer_name, plans,
-                                    device=torch.device(device))
-    trainer.run_training()
-    return Path(trainer.output_folder).parent
 
 
 def _subregion_means(summary: dict) -> Dict[str, float]:
@@ -278,7 +271,7 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
     if output.exists() and any(output.iterdir()):
         raise OSError(f"{output}: output folder exists and is not empty; choose another -o or remove it")
     use_nnunet_folders(output / "nnunet")
-    _default_process_counts()
+    default_process_counts()
     print(f"symtc demo: budget {budget.name!r} on {device}; expected duration about "
           f"{budget.expected_seconds() / 60:.0f} min (measured on 2 CPU cores for 'cpu'; an estimate for "
           f"'full' on one GPU); everything goes to {output}", flush=True)
@@ -298,8 +291,8 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
         print(f"phase 1: {semantic_ds.name}; phase 2: cutouts of {cutout.shape} voxels")
 
     with log.stage("Plan and preprocess (nnU-Net), write the U-Net and SymTC plans"):
-        phase1_plans = _write_phase1_plans(_plan_and_preprocess(SEMANTIC_ID, "2d"), budget)
-        resize_unet_plans(_plan_and_preprocess(INSTANCE_ID, budget.phase2_configuration), "nnUNetPlans", INSTANCE_PLANS,
+        phase1_plans = _write_phase1_plans(plan_and_preprocess(SEMANTIC_ID, "2d"), budget)
+        resize_unet_plans(plan_and_preprocess(INSTANCE_ID, budget.phase2_configuration), "nnUNetPlans", INSTANCE_PLANS,
                           budget.phase2_configuration, batch_size=budget.phase2_batch_size)
         for role, configuration in phase1_plans.items():
             kwargs = configuration["architecture"]["arch_kwargs"]
@@ -317,7 +310,7 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
             trainer = demo_trainer_name(role, budget.name)
             start = time.perf_counter()
             print(f"\n-- training {title}: {trainer} with {plans} ({epochs} epochs x {iterations} iterations)", flush=True)
-            models[role] = _train(dataset_id, configuration, trainer, plans, device)
+            models[role] = train_fold_all(dataset_id, configuration, trainer, plans, device)
             print(f"-- {title}: {time.perf_counter() - start:.0f} s -> {models[role]}", flush=True)
 
     settings = PredictionSettings(folds=("all",), device=device)
@@ -359,6 +352,7 @@ def run_demo(output: Path, budget_name: str = "auto", device: str = "auto", seed
             shutil.copy(model / "fold_all" / "progress.png", curves[role])
         summary = {"budget": budget.name, "device": device, "seed": seed, "held_out": held_out, "subjects": subjects,
                    "stage_seconds": log.timings, "total_seconds": round(sum(log.timings.values()), 1),
+                   "stage_peak_memory_gib": log.peak_memory_gib,
                    "plans": {r: {"patch_size": c["patch_size"], "batch_size": c["batch_size"],
                                  "architecture": c["architecture"]} for r, c in phase1_plans.items()},
                    "training": {r: list(budget.training[r]) for r in ROLES},

@@ -1,11 +1,41 @@
-"""``symtc demo`` end to end at the ``tiny`` budget: the README's main command, wired through every stage."""
+"""``symtc demo`` end to end at the ``tiny`` budget: the README's main command, wired through every
+stage, and its models shared through nnU-Net's export and install commands."""
 import json
 import math
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nnunetv2_symtc.cli import main
-from nnunetv2_symtc.demo import BUDGETS, HEADLINE_COLUMNS, PHASE1_VARIANTS, ROLES, format_headline
+from nnunetv2_symtc.demo import BUDGETS, HEADLINE_COLUMNS, PHASE1_VARIANTS, ROLES, _variant_folder, format_headline
+from nnunetv2_symtc.io import read_image
+
+BIN = Path(sys.executable).parent
+
+
+def export_and_install(model: Path, nnunet_root: Path, fresh_results: Path) -> Path:
+    """``nnUNetv2_export_model_to_zip`` of a fold-``all`` model folder ``Trainer__Plans__config``
+    trained under ``nnunet_root``, then ``nnUNetv2_install_pretrained_model_from_zip`` into
+    ``fresh_results``; returns the installed model folder."""
+    trainer, plans, configuration = model.name.split("__")
+    dataset = model.parent.name
+    archive = fresh_results.parent / f"{dataset}_{model.name}.zip"
+    env = {**os.environ, **{k: str(nnunet_root / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
+    subprocess.run([str(BIN / "nnUNetv2_export_model_to_zip"), "-d", dataset, "-o", str(archive), "-c", configuration,
+                    "-tr", trainer, "-p", plans, "-f", "all"], env=env, check=True, capture_output=True)
+    names = set(zipfile.ZipFile(archive).namelist())
+    for file in ("plans.json", "dataset.json", "dataset_fingerprint.json", "fold_all/checkpoint_final.pth",
+                 "fold_all/validation/summary.json"):
+        assert f"{dataset}/{model.name}/{file}" in names, file
+    fresh_results.mkdir(exist_ok=True)
+    subprocess.run([str(BIN / "nnUNetv2_install_pretrained_model_from_zip"), str(archive)],
+                   env={**env, "nnUNet_results": str(fresh_results)}, check=True, capture_output=True)
+    return fresh_results / dataset / model.name
 
 
 @pytest.mark.slow
@@ -44,6 +74,25 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, monkeypatch):
     for folder in evaluations:
         assert (output / "evaluation").resolve() in (output / folder).resolve().parents
         assert (output / folder / "instance" / "summary.json").is_file()
+
+    assert set(summary["stage_peak_memory_gib"]) == set(stages)
+    assert all(0 < peak["process"] < 64 for peak in summary["stage_peak_memory_gib"].values())
+
+    # every model the demo trained exports, installs into a fresh results folder and predicts there
+    # as it did in the demo (same weights, same code: the same masks)
+    fresh = tmp_path / "fresh_results"
+    installed = {role: export_and_install(Path(folder), output / "nnunet", fresh)
+                 for role, folder in summary["models"].items()}
+    again = tmp_path / "again"
+    name = "U-Net (size-adaptive CE)"
+    assert main(["predict", "-i", str(output / "test_images"), "-o", str(again), "--semantic-model",
+                 str(installed["unet"]), "--instance-model", str(installed["phase2"]), "-f", "all",
+                 "-device", "cpu"]) == 0
+    for case in summary["subjects"]["test"]:
+        for suffix in ("_seg-spine_msk.nii.gz", "_seg-vert_msk.nii.gz"):
+            file = f"sub-{case}_T2w{suffix}"
+            assert np.array_equal(read_image(again / file)[0],
+                                  read_image(output / "two_phase" / _variant_folder(name) / file)[0]), file
 
     page = (output / "report.html").read_text()
     # self-contained: every picture inlined (reference + runs per test case, one curve per model)

@@ -19,9 +19,10 @@ FIXTURE = Path(__file__).parent / "fixtures" / "symtc_tiny_2d_pre_plans"
 
 
 def test_pre_change_checkpoint_predicts_identically(tmp_path):
-    """Through nnU-Net's own predictor. Tolerance 1e-5 on probabilities: the same fp32 math on
-    another CPU of the same kind may use other SIMD paths (summation order), never more than
-    a few ulps of the logits; any change to the network or its state dict moves them by > 1e-3."""
+    """Through nnU-Net's own predictor. Tolerance 2e-4 on probabilities: the same fp32 math with
+    another torch build or CPU may take other kernels (summation order); measured up to 4.5e-5
+    (7 of 46080 values) with torch 2.14.1 against the fixture's build. Any change to the network
+    or its state dict moves them by > 1e-3, and the segmentation must match exactly."""
     torch.set_num_threads(1)
     predictor = nnUNetPredictor(device=torch.device("cpu"), perform_everything_on_device=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(FIXTURE / "model"), use_folds=(0,))
@@ -36,7 +37,7 @@ def test_pre_change_checkpoint_predicts_identically(tmp_path):
     expected = np.load(FIXTURE / "expected" / "case.npz")["probabilities"]
     got = np.load(tmp_path / "case.npz")["probabilities"]
     assert got.shape == expected.shape == (15, 1, 64, 48)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
     segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "case.nii.gz")))
     np.testing.assert_array_equal(
         segmentation, sitk.GetArrayFromImage(sitk.ReadImage(str(FIXTURE / "expected" / "case.nii.gz"))))

@@ -1,8 +1,8 @@
 """SymTC through nnU-Net's own code paths, on the shared tiny phantom dataset (CPU).
 
 Plans own the network: with tiny-width SymTC plans (``symtc plan-symtc --width tiny``), nnU-Net's
-own ``nnUNetTrainer_1epoch`` (no plugin code) runs the full path through nnU-Net's console
-scripts in 2D and 3D: ``nnUNetv2_train --npz``, ``nnUNetv2_predict``,
+own ``nnUNetTrainer_1epoch`` (no plugin code; in 3D our ``nnUNetTrainerSizeAdaptiveCE_tiny``, no
+SymTC code, for time) runs the full path through nnU-Net's console scripts: ``nnUNetv2_train --npz``, ``nnUNetv2_predict``,
 ``nnUNetv2_find_best_configuration``. Every SymTC trainer variant, ``nnUNetTrainerSizeAdaptiveCE``
 and nnU-Net's ``nnUNetTrainer``: resolved by name, built from the plans, one training step in
 which every parameter gets a gradient. Fine-tuning from an imported reference checkpoint on a
@@ -35,7 +35,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def symtc_plans(tiny_dataset):
     """``symtc plan-symtc --width tiny --batch-size 1`` on the shared dataset (both configurations;
-    batch 1 keeps nnUNetTrainer_1epoch's 300 iterations of the 3D path to a few minutes on a CPU)."""
+    batch 1 keeps the training paths short on a CPU)."""
     assert symtc_main(["plan-symtc", "-d", str(tiny_dataset.dataset_id), "-gpu_memory_target", "8",
                        "--width", "tiny", "--batch-size", "1"]) == 0
     plans = load_json(tiny_dataset.preprocessed / f"{PLANS}.json")
@@ -57,8 +57,9 @@ def nnunet_command(*args: str) -> None:
     assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
-def run_nnunet_paths_with_nnunet_trainer(dataset, configuration: str, tmp_path: Path) -> None:
-    trainer, dataset_id = "nnUNetTrainer_1epoch", str(dataset.dataset_id)
+def run_nnunet_paths_with_nnunet_trainer(dataset, configuration: str, tmp_path: Path, trainer: str) -> None:
+    """``trainer`` has no SymTC code: the network comes from the plans alone."""
+    dataset_id = str(dataset.dataset_id)
     nnunet_command("nnUNetv2_train", dataset_id, configuration, "0", "-tr", trainer, "-p", PLANS, "--npz",
                    "-device", "cpu")
     fold0 = Path(os.environ["nnUNet_results"]) / dataset.dataset_name / f"{trainer}__{PLANS}__{configuration}" / "fold_0"
@@ -89,12 +90,13 @@ def run_nnunet_paths_with_nnunet_trainer(dataset, configuration: str, tmp_path: 
 
 @pytest.mark.slow
 def test_nnunet_trainer_2d_full_paths_with_symtc_plans(tiny_dataset_2d, symtc_plans, tmp_path):
-    run_nnunet_paths_with_nnunet_trainer(tiny_dataset_2d, "2d", tmp_path)
+    run_nnunet_paths_with_nnunet_trainer(tiny_dataset_2d, "2d", tmp_path, "nnUNetTrainer_1epoch")
 
 
 @pytest.mark.slow
 def test_nnunet_trainer_3d_full_paths_with_symtc_plans(tiny_dataset_3d, symtc_plans, tmp_path):
-    run_nnunet_paths_with_nnunet_trainer(tiny_dataset_3d, "3d_fullres", tmp_path)
+    """Our U-Net trainer at the test budget (nnUNetTrainer_1epoch's 300 3D iterations took 10 min)."""
+    run_nnunet_paths_with_nnunet_trainer(tiny_dataset_3d, "3d_fullres", tmp_path, "nnUNetTrainerSizeAdaptiveCE_tiny")
 
 
 def one_training_step(trainer_name: str, dataset, configuration: str, plans: str = PLANS):

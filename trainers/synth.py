@@ -3,16 +3,14 @@
 ``SynthesisMixin`` puts ``synthesis.transform.SynthesisTransform`` first in nnU-Net's training
 augmentation: each sample's image is replaced, on the fly, by a draw of the generation model
 (``synthesis.generator``) from its label map, and nnU-Net's spatial and intensity augmentation
-follow as usual. The label map is the dataset's generation label map where ``dataset.json``
+follow as usual. The label map is the dataset's generation label map where the raw ``dataset.json``
 declares one (``synthesis.generation_labels``; prepared at the start of training next to the
 preprocessed data), else the training target itself. Validation batches and nnU-Net's final
 validation use the dataset's own images, so they measure the model on its source domain.
-
-``keep_checkpoints_every`` (None: off) also keeps ``checkpoint_epoch_<N>.pth`` every that many
-epochs, for learning curves on other data after training.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -33,19 +31,19 @@ class SynthesisMixin:
     """Put before an nnU-Net trainer in the bases; ``synthesis_settings`` sets the generation model."""
 
     synthesis_settings: SynthesisSettings = SynthesisSettings()
-    keep_checkpoints_every: Optional[int] = None
 
     def _generation_labels_folder(self, identifiers) -> Optional[str]:
         from nnunetv2.paths import nnUNet_raw
 
         raw = Path(nnUNet_raw) / self.plans_manager.dataset_name
-        if generation_label_folder(raw, self.dataset_json) is None:
+        raw_dataset_json = json.loads((raw / "dataset.json").read_text())  # maps may be attached after planning
+        if generation_label_folder(raw, raw_dataset_json) is None:
             self.print_to_log_file("synthesis: no generation label maps declared; the targets are the label maps")
             return None
         output = Path(self.preprocessed_dataset_folder_base) / (self.configuration_manager.data_identifier
                                                                 + GENERATION_FOLDER_SUFFIX)
         prepare_generation_labels(raw, output, identifiers, self.dataset_class, self.plans_manager,
-                                  self.configuration_manager, self.dataset_json, Path(self.preprocessed_dataset_folder))
+                                  self.configuration_manager, raw_dataset_json, Path(self.preprocessed_dataset_folder))
         self.print_to_log_file(f"synthesis: generation label maps from {output}")
         return str(output)
 
@@ -63,13 +61,6 @@ class SynthesisMixin:
         pipeline = super().get_training_transforms(*args, **kwargs)
         return ComposeTransforms([SynthesisTransform(self.synthesis_settings), *pipeline.transforms])
 
-    def on_epoch_end(self):
-        super().on_epoch_end()
-        every = self.keep_checkpoints_every
-        epoch = self.current_epoch  # nnU-Net has advanced it past the finished epoch
-        if every and epoch % every == 0 and self.local_rank == 0:
-            self.save_checkpoint(str(Path(self.output_folder) / f"checkpoint_epoch_{epoch}.pth"))
-
 
 class nnUNetTrainerSynth(SynthesisMixin, nnUNetTrainerSizeAdaptiveCE):
     """``nnUNetTrainerSizeAdaptiveCE`` (U-Net, Dice + size-adaptive CE, anatomy-safe augmentation)
@@ -81,3 +72,4 @@ nnUNetTrainerSynth_tiny = budget_variant(nnUNetTrainerSynth, "tiny", **TINY)
 
 class SymTCTrainerSynth(SynthesisMixin, SymTCTrainer_lr1en3):
     """``SymTCTrainer_lr1en3`` (SymTC, lr 1e-3) on images synthesised from label maps."""
+
