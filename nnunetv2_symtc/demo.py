@@ -114,15 +114,14 @@ BUDGETS: Dict[str, DemoBudget] = {
 }
 
 
-def _reset_peak_memory() -> bool:
-    """Reset this process's peak resident memory (Linux ``/proc/self/clear_refs``); False where
-    the system cannot, and peaks then count from the process start."""
+def _reset_peak_memory() -> None:
+    """Reset this process's peak resident memory (Linux ``/proc/self/clear_refs``); where the
+    system cannot, peaks count from the process start."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return True
     except OSError:
-        return False
+        pass
 
 
 def _peak_memory_gib() -> Tuple[float, float]:

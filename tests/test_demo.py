@@ -14,6 +14,7 @@ import pytest
 from nnunetv2_symtc.cli import main
 from nnunetv2_symtc.demo import BUDGETS, HEADLINE_COLUMNS, PHASE1_VARIANTS, ROLES, _variant_folder, format_headline
 from nnunetv2_symtc.io import read_image
+from nnunetv2_symtc.nnunet_runs import NNUNET_FOLDERS
 
 BIN = Path(sys.executable).parent
 
@@ -25,7 +26,7 @@ def export_and_install(model: Path, nnunet_root: Path, fresh_results: Path) -> P
     trainer, plans, configuration = model.name.split("__")
     dataset = model.parent.name
     archive = fresh_results.parent / f"{dataset}_{model.name}.zip"
-    env = {**os.environ, **{k: str(nnunet_root / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
+    env = {**os.environ, **{k: str(nnunet_root / k) for k in NNUNET_FOLDERS}}
     subprocess.run([str(BIN / "nnUNetv2_export_model_to_zip"), "-d", dataset, "-o", str(archive), "-c", configuration,
                     "-tr", trainer, "-p", plans, "-f", "all"], env=env, check=True, capture_output=True)
     names = set(zipfile.ZipFile(archive).namelist())
@@ -41,7 +42,7 @@ def export_and_install(model: Path, nnunet_root: Path, fresh_results: Path) -> P
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, monkeypatch):
     output = tmp_path / "demo"
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+    for variable in NNUNET_FOLDERS:
         monkeypatch.delenv(variable, raising=False)
     assert main(["demo", "-o", str(output), "--budget", "tiny", "-device", "cpu"]) == 0
 

@@ -72,4 +72,3 @@ nnUNetTrainerSynth_tiny = budget_variant(nnUNetTrainerSynth, "tiny", **TINY)
 
 class SymTCTrainerSynth(SynthesisMixin, SymTCTrainer_lr1en3):
     """``SymTCTrainer_lr1en3`` (SymTC, lr 1e-3) on images synthesised from label maps."""
-
