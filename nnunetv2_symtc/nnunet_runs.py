@@ -32,17 +32,47 @@ def default_process_counts() -> None:
     os.environ.setdefault("nnUNet_n_proc_DA", cores)
 
 
-def plan_and_preprocess(dataset_id: int, configuration: str) -> Path:
-    """nnU-Net fingerprint, plans and preprocessing of one configuration; returns the preprocessed folder."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
+FOREGROUND_INTENSITY_SAMPLES = 10 ** 7
+"""Foreground voxels per channel that the fingerprint samples for its intensity statistics (nnU-Net
+samples 10^8: about 10 GiB in one process for the demo's 9-channel cutout dataset)."""
+
+
+def plan_dataset(dataset_id: int) -> Path:
+    """nnU-Net fingerprint (``FOREGROUND_INTENSITY_SAMPLES``) and ``nnUNetPlans``; returns the
+    preprocessed dataset folder (where the plans are)."""
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, plan_experiments
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    processes = max(1, min(4, os.cpu_count() or 1))
+    class SampledFingerprintExtractor(DatasetFingerprintExtractor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.num_foreground_voxels_for_intensitystats = FOREGROUND_INTENSITY_SAMPLES
+
     # The converters already validated every case (nnU-Net's integrity check is in their tests).
-    extract_fingerprints([dataset_id], num_processes=processes, check_dataset_integrity=False, show_progress_bar=False)
+    extract_fingerprint_dataset(dataset_id, SampledFingerprintExtractor, num_processes=_processes(),
+                                check_dataset_integrity=False, verbose=False, show_progress_bar=False)
     plan_experiments([dataset_id])
-    preprocess([dataset_id], configurations=(configuration,), num_processes=(processes,), show_progress_bar=False)
     return Path(os.environ["nnUNet_preprocessed"]) / maybe_convert_to_dataset_name(dataset_id)
+
+
+def preprocess_configuration(dataset_id: int, configuration: str, plans: str = "nnUNetPlans") -> None:
+    """nnU-Net preprocessing of one configuration of ``plans``."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess
+
+    preprocess([dataset_id], plans_identifier=plans, configurations=(configuration,), num_processes=(_processes(),),
+               show_progress_bar=False)
+
+
+def plan_and_preprocess(dataset_id: int, configuration: str) -> Path:
+    """``plan_dataset``, then ``preprocess_configuration`` of ``nnUNetPlans``; returns the preprocessed folder."""
+    folder = plan_dataset(dataset_id)
+    preprocess_configuration(dataset_id, configuration)
+    return folder
+
+
+def _processes() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def train_fold_all(dataset_id: int, configuration: str, trainer_name: str, plans: str, device: str) -> Path:

@@ -182,3 +182,21 @@ def test_synth_trainer_trains_on_images_drawn_from_the_generation_maps(synth_dat
                                                "sacral marrow")}
         body = np.asarray(target)[0] == trainer.dataset_json["labels"]["vertebral_body"]
         assert body.any() and np.isin(np.asarray(maps)[body], list(bone)).mean() > 0.95
+
+
+def test_realscans_trainer_keeps_a_checkpoint_per_learning_curve_point(synth_dataset):
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    ds, _ = synth_dataset
+    trainer = get_trainer_from_args(str(ds.dataset_id), "2d", 0, "nnUNetTrainerSynth_realscans", ds.plans,
+                                    device=torch.device("cpu"))
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.learning_curve_every) == (50, 40, 10)
+    trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 3, 1, 1
+    trainer.learning_curve_every = 1
+    trainer.run_training()
+    fold = Path(trainer.output_folder)
+    kept = sorted(p.name for p in fold.glob("checkpoint_epoch_*.pth"))
+    assert kept == ["checkpoint_epoch_1.pth", "checkpoint_epoch_2.pth"]  # the last epoch is checkpoint_final
+    first, final = (torch.load(fold / n, map_location="cpu", weights_only=False)["network_weights"]
+                    for n in ("checkpoint_epoch_1.pth", "checkpoint_final.pth"))
+    assert any(not torch.equal(first[k], final[k]) for k in first)  # a checkpoint of that epoch, not the end

@@ -17,7 +17,8 @@ from nnunetv2_symtc.trainers.instance import SpinepsInstanceTrainer, SpinepsInst
 from nnunetv2_symtc.trainers.baseline import nnUNetTrainerAnatomy
 from nnunetv2_symtc.trainers.demo import *  # noqa: F401,F403  (the names in DEMO_TRAINERS)
 from nnunetv2_symtc.trainers.demo import DEMO_TRAINERS
-from nnunetv2_symtc.trainers.synth import nnUNetTrainerSynth, nnUNetTrainerSynth_tiny, SymTCTrainerSynth
+from nnunetv2_symtc.trainers.synth import (nnUNetTrainerSynth, nnUNetTrainerSynth_tiny, nnUNetTrainerSynth_realscans,
+                                           SymTCTrainerSynth)
 
 __all__ = [
     "nnUNetTrainerSizeAdaptiveCE", "nnUNetTrainerSizeAdaptiveCE_tiny", "MSFFUNetTrainer", "MSFFUNetTrainer_tiny",
@@ -27,5 +28,5 @@ __all__ = [
     "SpinepsInstanceTrainer", "SpinepsInstanceTrainer_tiny",
     "nnUNetTrainerAnatomy",
     *DEMO_TRAINERS,
-    "nnUNetTrainerSynth", "nnUNetTrainerSynth_tiny", "SymTCTrainerSynth",
+    "nnUNetTrainerSynth", "nnUNetTrainerSynth_tiny", "nnUNetTrainerSynth_realscans", "SymTCTrainerSynth",
 ]

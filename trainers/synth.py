@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import torch
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 
 from nnunetv2_symtc.synthesis.generation_labels import generation_label_folder, prepare_generation_labels
@@ -72,3 +73,24 @@ nnUNetTrainerSynth_tiny = budget_variant(nnUNetTrainerSynth, "tiny", **TINY)
 
 class SymTCTrainerSynth(SynthesisMixin, SymTCTrainer_lr1en3):
     """``SymTCTrainer_lr1en3`` (SymTC, lr 1e-3) on images synthesised from label maps."""
+
+
+class nnUNetTrainerSynth_realscans(nnUNetTrainerSynth):
+    """``nnUNetTrainerSynth`` for 50 epochs of 40 iterations (10 validation iterations), keeping
+    ``checkpoint_epoch_<N>.pth`` every ``learning_curve_every`` epochs: the default run of
+    ``benchmarks/real_scans.py``, which scores each kept checkpoint on real slices."""
+
+    learning_curve_every: int = 10
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 50
+        self.num_iterations_per_epoch = 40
+        self.num_val_iterations_per_epoch = 10
+
+    def on_epoch_end(self):
+        finished = self.current_epoch + 1  # nnU-Net counts the epoch after this call
+        if finished % self.learning_curve_every == 0 and finished != self.num_epochs:
+            self.save_checkpoint(str(Path(self.output_folder) / f"checkpoint_epoch_{finished}.pth"))
+        super().on_epoch_end()
