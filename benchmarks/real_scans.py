@@ -60,6 +60,15 @@ def body_values() -> Tuple[int, ...]:
     return (L.VERTEBRAL_BODY, L.ENDPLATE, L.ENDPLATE_SUPERIOR, L.ENDPLATE_INFERIOR)
 
 
+def reference_masks(reference: np.ndarray, real: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """(body, disc) masks of a reference: real-slice values (2, 1) or SPINEPS values."""
+    from nnunetv2_symtc import labels as L
+
+    if real:
+        return reference == REAL_BODY, reference == REAL_DISC
+    return np.isin(reference, body_values()), reference == L.DISC
+
+
 def random_variation(rng: np.random.Generator, levels: Sequence[int]):
     """A random ``anatomy.ShapeVariation``: each disc thin and dark (height x 0.35-0.7) with
     probability 0.2, each body short (x 0.75-0.9) with probability 0.15, lordosis scale 0.4-1.6."""
@@ -205,8 +214,7 @@ def score(predictions: Path, references: Dict[str, np.ndarray], model: Path, rea
         values = label_map.decode(read_image(predictions / f"{case}.nii.gz")[0])
         values = values[0] if real else values
         body, disc = np.isin(values, body_values()), values == L.DISC
-        ref_body, ref_disc = ((reference == REAL_BODY, reference == REAL_DISC) if real
-                              else (np.isin(reference, body_values()), reference == L.DISC))
+        ref_body, ref_disc = reference_masks(reference, real)
         row = {"body_dice": dice(body, ref_body) if ref_body.any() else None,
                "disc_dice": dice(disc, ref_disc) if ref_disc.any() else None,
                "predicted_body_px": int(body.sum()), "predicted_disc_px": int(disc.sum())}
@@ -275,8 +283,7 @@ def write_overlays(images: Path, predictions: Path, references: Dict[str, Dict[s
         reference = references[name][case]
         mid = 0 if name == "real" else volume.shape[0] // 2
         reference = reference if name == "real" else reference[mid]
-        ref_body, ref_disc = ((reference == REAL_BODY, reference == REAL_DISC) if name == "real"
-                              else (np.isin(reference, body_values()), reference == L.DISC))
+        ref_body, ref_disc = reference_masks(reference, name == "real")
         rgb = _rgb(volume[mid])
         column = np.concatenate([rgb, _paint(rgb, ref_body, ref_disc),
                                  _paint(rgb, np.isin(values[mid], body_values()), values[mid] == L.DISC)]).astype(np.uint8)
